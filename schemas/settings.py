@@ -1,0 +1,140 @@
+"""Process settings from ``DRIFTLINE_*`` environment variables.
+
+Everything about *where* driftline runs (brokers, security, the time-series
+store, topic names, the data directory) comes from the environment; *what* it
+monitors comes from the YAML configuration. Secrets are :class:`SecretStr`, so
+they print as ``**********`` in logs, reprs and errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.limits import InputLimits
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class DriftlineSettings(BaseSettings):
+    """Settings of a driftline process, read from ``DRIFTLINE_*`` variables.
+
+    Examples
+    --------
+    >>> settings = DriftlineSettings(influx_token="s3cret")
+    >>> settings.influx_token
+    SecretStr('**********')
+    >>> settings.kafka_bootstrap
+    '127.0.0.1:9092'
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=1)
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+
+    influx_url: str | None = Field(
+        default=None, description="InfluxDB URL; unset writes line protocol under data_dir."
+    )
+    influx_token: SecretStr = SecretStr("")
+    influx_org: str = "driftline"
+    influx_bucket: str = "driftline"
+
+    data_dir: Path = Path("./driftline-data")
+
+    topic_predictions: str = "driftline.predictions"
+    topic_labels: str = "driftline.labels"
+    topic_alerts: str = "driftline.alerts"
+    topic_retrain_requests: str = "driftline.retrain-requests"
+    topic_dead_letter: str = "driftline.dead-letter"
+
+    max_message_bytes: int = Field(default=1_048_576, ge=64)
+    max_features: int = Field(default=2000, ge=1)
+    max_string_length: int = Field(default=1024, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> DriftlineSettings:
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        if sasl and (
+            self.kafka_sasl_mechanism is None
+            or self.kafka_sasl_username is None
+            or self.kafka_sasl_password is None
+        ):
+            raise ValueError(
+                f"DRIFTLINE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "DRIFTLINE_KAFKA_SASL_MECHANISM, DRIFTLINE_KAFKA_SASL_USERNAME and "
+                "DRIFTLINE_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "DRIFTLINE_KAFKA_SSL_CERTFILE and DRIFTLINE_KAFKA_SSL_KEYFILE go together "
+                "(client certificate and its key, for mTLS)"
+            )
+        return self
+
+    @property
+    def limits(self) -> InputLimits:
+        """Input bounds for decoding events."""
+        return InputLimits(
+            max_message_bytes=self.max_message_bytes,
+            max_features=self.max_features,
+            max_string_length=self.max_string_length,
+        )
+
+    def confluent_config(self) -> dict[str, Any]:
+        """Connection settings for confluent-kafka (librdkafka) clients.
+
+        Examples
+        --------
+        >>> config = DriftlineSettings(
+        ...     kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+        ...     kafka_sasl_username="svc", kafka_sasl_password="pw",
+        ... ).confluent_config()
+        >>> config["sasl.mechanism"], config["sasl.password"]
+        ('SCRAM-SHA-512', 'pw')
+        """
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism is not None:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username is not None:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile is not None:
+            config["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile is not None:
+            config["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        if self.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return config
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Role to topic name, for every topic driftline reads or writes."""
+        return {
+            "predictions": self.topic_predictions,
+            "labels": self.topic_labels,
+            "alerts": self.topic_alerts,
+            "retrain_requests": self.topic_retrain_requests,
+            "dead_letter": self.topic_dead_letter,
+        }
