@@ -76,6 +76,30 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def format_duration(value: timedelta) -> str:
+    """Write a duration the way the configuration file does.
+
+    Examples
+    --------
+    >>> format_duration(timedelta(days=7)), format_duration(timedelta(seconds=5400))
+    ('7d', '1h30m')
+    >>> format_duration(timedelta(0))
+    '0s'
+    """
+    seconds = value.total_seconds()
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        size = _UNITS[unit]
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds:
+        parts.append(f"{round(seconds * 1000)}ms")
+    return "".join(parts)
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be a positive duration")

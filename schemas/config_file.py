@@ -2,8 +2,9 @@
 
 The file is parsed with PyYAML's safe loader (no Python objects can be built
 from it), duplicate keys are an error rather than a silent overwrite, and
-``${NAME}`` in a string value is replaced by the environment variable NAME so
-secrets such as webhook URLs need not be written into the file.
+``${NAME}`` in a string value is replaced by the environment variable NAME
+(``${NAME:-fallback}`` when it may be unset) so secrets such as webhook URLs
+need not be written into the file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from schemas.config import MonitorConfig
 from schemas.errors import ConfigError, FieldError, describe_validation_error, format_location
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
@@ -53,8 +54,10 @@ def _substitute(value: Any, env: Mapping[str, str], loc: tuple[int | str, ...]) 
     if isinstance(value, str):
 
         def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, fallback = match.group(1), match.group(2)
             if name not in env:
+                if fallback is not None:
+                    return fallback
                 raise ConfigError(
                     [FieldError(format_location(loc), f"environment variable {name} is not set")]
                 )

@@ -17,7 +17,7 @@ influxdb1_url
 influxdb1_database
     A fresh database name in that InfluxDB, per test.
 chat_receiver
-    :class:`servers.ChatReceiver`; emptied and reset to answer 200 before
+    :class:`tests.servers.ChatReceiver`; emptied and reset to answer 200 before
     every test that uses it.
 """
 
@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from servers import (
+
+from tests.servers import (
     KAFKA_ENV_VAR,
     ChatReceiver,
     ServerProcess,

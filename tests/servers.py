@@ -73,13 +73,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+# NewTopic is re-exported by confluent_kafka.admin only implicitly; cimpl is where it is typed.
+from confluent_kafka.cimpl import NewTopic
 
 LOCALHOST: Final = "127.0.0.1"
 """Every server binds to this address only."""
@@ -512,6 +518,7 @@ def _launch(
     ``build(ports)`` returns the command line and the endpoint;
     ``probe_for(endpoint)`` returns the readiness probe.
     """
+    data_dir.mkdir(parents=True, exist_ok=True)
     error: ServerStartError | None = None
     for attempt in range(1, attempts + 1):
         ports = free_ports(port_count)
@@ -556,8 +563,6 @@ def kafka_metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
     bool
         True when metadata with at least one broker came back.
     """
-    from confluent_kafka.admin import AdminClient
-
     host, _, port = bootstrap.rpartition(":")
     if not tcp_open(host, int(port)):
         return False
@@ -697,9 +702,6 @@ def create_topics(
         When a topic cannot be created or does not show up with its
         partitions (each with a leader) before the deadline.
     """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     if not topics:
         return
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -843,9 +845,7 @@ def aiokafka_consumer_kwargs(bootstrap: str, group_id: str | None, **extra: Any)
     }
 
 
-def consume_messages(
-    bootstrap: str, topic: str, count: int, *, timeout: float = 30.0
-) -> list[Any]:
+def consume_messages(bootstrap: str, topic: str, count: int, *, timeout: float = 30.0) -> list[Any]:
     """Read ``count`` records of ``topic`` from the beginning of every partition.
 
     Partitions are assigned directly (no group join, nothing committed) and
@@ -875,8 +875,6 @@ def consume_messages(
     RuntimeError
         On a consumer error other than end-of-partition.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
     consumer = Consumer(
         confluent_consumer_config(bootstrap, f"reader-{uuid.uuid4().hex}"),
     )
@@ -1581,7 +1579,8 @@ def _make_handler(receiver: ChatReceiver) -> type[http.server.BaseHTTPRequestHan
             if self.command != "HEAD":
                 self.wfile.write(answer)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+        # http.server dispatches on do_<METHOD>; every method is recorded the same way.
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
 
         def log_message(self, format: str, *args: Any) -> None:
             """Keep the test output clean (requests are recorded instead)."""

@@ -18,10 +18,12 @@ import apprise
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from confluent_kafka import Consumer, Producer
-from influxdb_client import InfluxDBClient, Point, WritePrecision
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
-from servers import (
+from influxdb_client.domain.write_precision import WritePrecision
+
+from tests.servers import (
     ChatReceiver,
     TopicFactory,
     aiokafka_consumer_kwargs,
@@ -42,18 +44,19 @@ def test_confluent_keyed_json_roundtrip(kafka_bootstrap: str, new_topic: TopicFa
     """Keyed JSON events come back intact, in key order, one partition per key."""
     topic = new_topic(3)
     keys = [f"pred-{k:02d}" for k in range(12)]
-    sent = [
+    sent: list[tuple[str, dict[str, Any]]] = [
         (keys[i % len(keys)], {"prediction_id": keys[i % len(keys)], "seq": i, "score": i / 8})
         for i in range(60)
     ]
     delivered: dict[int, int] = {}
     errors: list[str] = []
 
-    def on_delivery(err: Any, msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        value, partition = msg.value(), msg.partition()
+        if err is not None or value is None or partition is None:
+            errors.append(f"{err} {msg.topic()} {value!r}")
         else:
-            delivered[json.loads(msg.value())["seq"]] = msg.partition()
+            delivered[json.loads(value)["seq"]] = partition
 
     producer = Producer(confluent_producer_config(kafka_bootstrap, {"linger.ms": 5}))
     for key, payload in sent:
@@ -72,7 +75,9 @@ def test_confluent_keyed_json_roundtrip(kafka_bootstrap: str, new_topic: TopicFa
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            received.append((msg.key().decode(), json.loads(msg.value()), msg.partition()))
+            raw_key, value, partition = msg.key(), msg.value(), msg.partition()
+            assert raw_key is not None and value is not None and partition is not None
+            received.append((raw_key.decode(), json.loads(value), partition))
     finally:
         consumer.close()
 
@@ -184,27 +189,31 @@ def test_influxdb_client_write_reads_back_from_victoria_metrics(
     model_id = f"model-{uuid.uuid4().hex[:8]}"
     base = 1_700_000_000
     expected: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-    points = []
+    points: list[dict[str, Any]] = []
     for f_index, feature in enumerate(("age", "income", "tenure")):
         for step in range(4):
             statistic = round(0.05 * (f_index + 1) + 0.0125 * step, 6)
             p_value = round(0.5 / (step + 1 + f_index), 6)
             when = base + 3600 * step
             points.append(
-                Point("feature_drift")
-                .tag("model_id", model_id)
-                .tag("feature", feature)
-                .field("statistic", statistic)
-                .field("p_value", p_value)
-                .time(when, WritePrecision.S)
+                {
+                    "measurement": "feature_drift",
+                    "tags": {"model_id": model_id, "feature": feature},
+                    "fields": {"statistic": statistic, "p_value": p_value},
+                    "time": when,
+                }
             )
             expected[("feature_drift_statistic", feature)].append((when * 1000, statistic))
             expected[("feature_drift_p_value", feature)].append((when * 1000, p_value))
 
     with InfluxDBClient(url=victoria_metrics_url, token="unused", org="driftline") as client:
-        client.write_api(write_options=SYNCHRONOUS).write(bucket="driftline", record=points)
+        client.write_api(write_options=SYNCHRONOUS).write(
+            bucket="driftline", record=points, write_precision=WritePrecision.S
+        )
 
-    series = vm_export(victoria_metrics_url, f'{{__name__=~"feature_drift_.*",model_id="{model_id}"}}')
+    series = vm_export(
+        victoria_metrics_url, f'{{__name__=~"feature_drift_.*",model_id="{model_id}"}}'
+    )
     found = {(s.name, s.metric["feature"]): s.points() for s in series}
     assert found == dict(expected)
     assert all(set(s.metric) == {"__name__", "model_id", "feature"} for s in series)

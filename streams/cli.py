@@ -1,0 +1,182 @@
+"""The ``driftline`` command line.
+
+Each subcommand is a thin shell over the packages: it reads settings from the
+environment, the monitor configuration from YAML, and hands values down.
+Errors a user can fix are printed as one clear message per problem and a
+non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from rich.console import Console
+
+from schemas import ConfigError, MonitorConfig, load_config
+from schemas.config import format_duration
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace, Console], int]
+
+
+def _version() -> str:
+    try:
+        return version("driftline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_config(args: argparse.Namespace, console: Console) -> int:
+    """Validate a monitor configuration and explain what it monitors."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        count = len(exc.errors)
+        console.print(
+            f"[bold red]{args.config}: {count} problem{'s' if count != 1 else ''}[/]",
+            highlight=False,
+        )
+        for error in exc.errors:
+            console.print(f"  {error}", highlight=False, markup=False)
+        return EXIT_INVALID
+    console.print(f"[bold green]{args.config}: valid[/]", highlight=False)
+    _explain(config, console)
+    return EXIT_OK
+
+
+def _explain(config: MonitorConfig, console: Console) -> None:
+    for model in config.models:
+        window = model.window
+        numeric = sum(feature.kind == "numeric" for feature in model.features)
+        console.print(
+            f"model [bold]{model.id}[/] ({model.task}): {len(model.features)} features "
+            f"({numeric} numeric, {len(model.features) - numeric} categorical), "
+            f"windows of {format_duration(window.size)}, "
+            f"lateness {format_duration(window.allowed_lateness)}, "
+            f"labels joined for {format_duration(window.label_horizon)}",
+            highlight=False,
+        )
+        segments = ", ".join(model.segment_by) or "none (one series per version)"
+        console.print(f"  segments: {segments}", highlight=False, markup=False)
+        console.print(
+            f"  drift: numeric {', '.join(model.drift.numeric_methods)}; categorical "
+            f"{', '.join(model.drift.categorical_methods)}; dataset decision by "
+            f"{model.drift.multiple_testing} at alpha {model.drift.alpha}; "
+            f"at least {model.drift.min_samples} events per window",
+            highlight=False,
+            markup=False,
+        )
+        console.print(
+            f"  performance: {', '.join(model.metrics)} "
+            f"(at least {model.performance.min_labelled} labels)",
+            highlight=False,
+            markup=False,
+        )
+        console.print(f"  reference: {model.reference}", highlight=False, markup=False)
+    for rule in config.rules:
+        target = rule.channel or "alerts topic only"
+        console.print(
+            f"rule [bold]{rule.name}[/] ({rule.kind}, {rule.severity}) for {rule.for_windows} "
+            f"window(s), cooldown {format_duration(rule.cooldown)} -> {target}",
+            highlight=False,
+        )
+    for name, channel in config.channels.items():
+        console.print(
+            f"channel [bold]{name}[/]: {len(channel.urls)} URL(s) (secret, not shown)",
+            highlight=False,
+        )
+    for policy in config.retrain:
+        console.print(
+            f"retrain policy [bold]{policy.name}[/]: {policy.min_alerts} firing alert(s) of "
+            f"{', '.join(policy.rules)}, cooldown {format_duration(policy.cooldown)}",
+            highlight=False,
+        )
+
+
+def _not_yet(name: str) -> Handler:
+    def handler(args: argparse.Namespace, console: Console) -> int:
+        console.print(
+            f"driftline {name}: not available in driftline {_version()} yet. "
+            "See the README for what this release can do.",
+            highlight=False,
+            markup=False,
+        )
+        return EXIT_USAGE
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``driftline`` with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="driftline",
+        description="Monitor machine-learning models in production from their Kafka streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"driftline {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    check = command(
+        "check-config", "Validate a monitor configuration and explain it.", check_config
+    )
+    check.add_argument("config", help="monitor configuration (YAML)")
+
+    worker = command("worker", "Run a stream-processing worker.", _not_yet("worker"))
+    worker.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
+
+    topics = command("topics", "Manage driftline's Kafka topics.", _not_yet("topics"))
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
+
+    reference = command(
+        "reference", "Build a reference profile from a data set.", _not_yet("reference")
+    )
+    reference.add_argument("action", choices=["build"])
+    reference.add_argument("--model", required=True)
+    reference.add_argument("--version", dest="model_version", required=True)
+    reference.add_argument("--data", required=True, help="CSV, Parquet or JSON lines")
+    reference.add_argument("--target")
+    reference.add_argument("--prediction")
+    reference.add_argument("--score")
+    reference.add_argument("-o", "--output", required=True)
+
+    replay = command("replay", "Produce recorded events into the topics.", _not_yet("replay"))
+    replay.add_argument("--predictions", required=True)
+    replay.add_argument("--labels")
+
+    command("demo", "Run the whole pipeline on one machine.", _not_yet("demo"))
+    report = command("report", "Plot drift, performance and alerts over time.", _not_yet("report"))
+    report.add_argument("-o", "--output", default="driftline-report")
+
+    compare = command("compare", "One-shot drift table between two data sets.", _not_yet("compare"))
+    compare.add_argument("--reference", required=True)
+    compare.add_argument("--current", required=True)
+    compare.add_argument("--features")
+    compare.add_argument("--json", action="store_true")
+
+    alerts = command("alerts", "Follow the alerts topic.", _not_yet("alerts"))
+    alerts.add_argument("action", choices=["tail"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``driftline`` console command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False, soft_wrap=True)
+    handler: Handler = args.handler
+    return handler(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

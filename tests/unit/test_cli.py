@@ -1,0 +1,81 @@
+"""The driftline command: help, check-config on good and broken files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "compose" / "monitors.example.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in (
+        "worker",
+        "topics",
+        "reference",
+        "replay",
+        "demo",
+        "report",
+        "compare",
+        "check-config",
+        "alerts",
+    ):
+        assert command in result.stdout
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run("check-config", str(EXAMPLE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+    assert (
+        "model churn (binary): 10 features (6 numeric, 4 categorical), windows of 1h"
+        in result.stdout
+    )
+    assert "json://" not in result.stdout
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        EXAMPLE.read_text().replace(
+            "{name: device, kind: categorical}", "{name: device, kind: text}"
+        )
+    )
+    result = run("check-config", str(broken))
+    assert result.returncode == 1
+    assert (
+        "models[0].features[8].kind: must be one of numeric, categorical (got 'text')"
+        in result.stdout
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
+    result = run("check-config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "cannot read" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unfinished_commands_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["alerts", "tail"]) == 2
+    assert "not available in driftline" in capsys.readouterr().out

@@ -1,0 +1,250 @@
+"""The monitor configuration: valid files load, bad keys are named by path."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas import ConfigError, load_config, parse_config
+from schemas.config import format_duration, parse_duration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "compose" / "monitors.example.yaml"
+
+
+def minimal(**model: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "churn",
+        "task": "binary",
+        "reference": "refs/churn-{version}.json",
+        "features": [
+            {"name": "tenure", "kind": "numeric"},
+            {"name": "plan", "kind": "categorical"},
+        ],
+    }
+    base.update(model)
+    return {"models": [base]}
+
+
+def errors_of(document: dict[str, Any] | str, env: dict[str, str] | None = None) -> list[str]:
+    text = document if isinstance(document, str) else yaml.safe_dump(document)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, env=env or {})
+    return [str(error) for error in caught.value.errors]
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE, env={})
+    churn = config.model("churn")
+    assert churn is not None
+    assert [feature.name for feature in churn.features][:2] == ["tenure_months", "monthly_charges"]
+    assert churn.window.size == timedelta(hours=1)
+    assert churn.reference_path("7") == "references/churn-7.json"
+    eta = config.model("delivery-eta")
+    assert eta is not None
+    # model-level keys override the defaults, the rest is inherited
+    assert eta.window.size == timedelta(minutes=15)
+    assert eta.window.allowed_lateness == timedelta(minutes=5)
+    assert eta.drift.thresholds == {"psi": 0.2}
+    assert eta.metrics == ("mae", "rmse")
+    assert config.channels["oncall"].urls[0].get_secret_value() == "json://127.0.0.1:8099/driftline"
+    assert config.model("unknown") is None
+
+
+def test_environment_variables_fill_secrets() -> None:
+    config = load_config(EXAMPLE, env={"DRIFTLINE_ONCALL_URL": "slack://a/b/c"})
+    url = config.channels["oncall"].urls[0]
+    assert url.get_secret_value() == "slack://a/b/c"
+    assert "slack" not in repr(config.channels["oncall"])
+
+
+def test_missing_environment_variable_is_named() -> None:
+    document = minimal()
+    document["channels"] = {"oncall": {"urls": ["${HOOK_URL}"]}}
+    assert errors_of(document) == [
+        "channels.oncall.urls[0]: environment variable HOOK_URL is not set"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda d: d["models"][0]["features"].append({"name": "x", "kind": "numerc"}),
+            "models[0].features[2].kind: must be one of numeric, categorical (got 'numerc')",
+        ),
+        (
+            lambda d: d["models"][0].update(task="ranking"),
+            "models[0].task: must be one of binary, multiclass, regression (got 'ranking')",
+        ),
+        (
+            lambda d: d["models"][0].update(windw={"size": "1h"}),
+            "models[0].windw: is not a known key (check the spelling)",
+        ),
+        (
+            lambda d: d["models"][0].update(window={"size": "soon"}),
+            "models[0].window.size: 'soon' is not a duration; use e.g. 90s, 5m, 1h30m, 7d "
+            "or a number of seconds",
+        ),
+        (
+            lambda d: d["models"][0].update(window={"size": 0}),
+            "models[0].window.size: must be a positive duration",
+        ),
+        (
+            lambda d: d["models"][0]["features"].append({"name": "tenure", "kind": "numeric"}),
+            "models[0].features: feature 'tenure' appears twice",
+        ),
+        (
+            lambda d: d["models"][0].update(drift={"numeric_methods": ["ks", "chi2"]}),
+            "models[0].drift.numeric_methods: 'chi2' is not a drift method for numeric data; "
+            "valid: ks, psi, wasserstein, jensenshannon",
+        ),
+        (
+            lambda d: d["models"][0].update(drift={"alpha": 1.5}),
+            "models[0].drift.alpha: Input should be less than 1",
+        ),
+        (
+            lambda d: d["models"][0].update(performance={"metrics": ["accuracy", "rmse"]}),
+            "models[0]: performance.metrics: rmse is not defined for binary models; "
+            "valid: accuracy, precision, recall, f1, roc_auc, log_loss, brier",
+        ),
+        (
+            lambda d: d.update(models=[]),
+            "models: List should have at least 1 item after validation, not 0",
+        ),
+        (lambda d: d.pop("models"), "models: is required"),
+    ],
+)
+def test_bad_keys_are_named_by_path(change: Any, expected: str) -> None:
+    document = minimal()
+    change(document)
+    assert errors_of(document) == [expected]
+
+
+def test_rule_references_are_checked() -> None:
+    document = minimal()
+    document["rules"] = [
+        {"name": "drift", "kind": "feature_drift", "channel": "pager", "models": ["fraud"]}
+    ]
+    document["retrain"] = [{"name": "r", "rules": ["drfit"]}]
+    (message,) = errors_of(document)
+    assert "rules[0].channel: unknown channel 'pager'; defined: none" in message
+    assert "rules[0].models[0]: unknown model 'fraud'; defined: churn" in message
+    assert "retrain[0].rules[0]: unknown rule 'drfit'; defined: drift" in message
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"kind": "threshold"}, "a threshold rule needs select, op and threshold"),
+        ({"kind": "performance_drop"}, "a performance_drop rule needs metric"),
+        (
+            {
+                "kind": "performance_drop",
+                "metric": "accuracy",
+                "threshold": 0.8,
+                "baseline_delta": 0.05,
+            },
+            "exactly one of threshold or baseline_delta",
+        ),
+        (
+            {"kind": "data_quality", "metric": "nulls", "threshold": 0.1},
+            "a data_quality rule needs",
+        ),
+        ({"kind": "volume_drop"}, "a volume_drop rule needs threshold"),
+        (
+            {
+                "kind": "threshold",
+                "op": ">",
+                "threshold": 1,
+                "select": {"measurement": "feature_drift", "field": "pvalue"},
+            },
+            "field 'pvalue' is not in feature_drift",
+        ),
+        (
+            {"kind": "feature_drift", "for": 0},
+            "rules[0].for: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_rule_kinds_check_what_they_need(rule: dict[str, Any], expected: str) -> None:
+    document = minimal()
+    document["rules"] = [{"name": "r", **rule}]
+    (message,) = errors_of(document)
+    assert message.startswith("rules[0]")
+    assert expected in message
+
+
+def test_rule_for_alias_and_resolve() -> None:
+    document = minimal()
+    document["rules"] = [
+        {
+            "name": "psi",
+            "kind": "feature_drift",
+            "metric": "psi",
+            "threshold": 0.2,
+            "for": 3,
+            "resolve": {"threshold": 0.1, "for": 2},
+            "cooldown": "6h",
+        }
+    ]
+    rule = parse_config(yaml.safe_dump(document), env={}).rules[0]
+    assert (rule.for_windows, rule.resolve.for_windows, rule.resolve.threshold) == (3, 2, 0.1)
+    assert rule.cooldown == timedelta(hours=6)
+
+
+def test_duplicate_yaml_keys_are_an_error() -> None:
+    text = "models: []\nmodels: []\n"
+    (message,) = errors_of(text)
+    assert "duplicate key 'models'" in message
+
+
+def test_yaml_is_loaded_safely() -> None:
+    text = "!!python/object/apply:os.system ['echo hacked']\n"
+    (message,) = errors_of(text)
+    assert "is not valid YAML" in message
+
+
+def test_non_mapping_document_is_an_error() -> None:
+    assert errors_of("- a\n- b\n") == ["<config> must hold a mapping with a 'models' key"]
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("1w", 604800),
+        ("250ms", 0.25),
+        (42, 42),
+        ("PT2H", 7200),
+    ],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    document = minimal(window={"size": text})
+    config = parse_config(yaml.safe_dump(document), env={})
+    assert config.models[0].window.size.total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1x", "h", "1h 2", "-5m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(1, "1s"), (3600, "1h"), (90061, "1d1h1m1s"), (0.25, "250ms")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
+    assert parse_duration(text) == timedelta(seconds=seconds)

@@ -1,0 +1,181 @@
+"""Output events: strict, round-trippable, and JSON Schema files kept current."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas import AlertEvent, DeadLetter, RetrainReason, RetrainRequest, segment_key
+from schemas.jsonschema import json_schemas
+
+DOCS_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+)
+text = st.text(
+    st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=40
+)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def alert(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "alert_id": "a-1",
+        "rule": "feature-drift",
+        "state": "firing",
+        "severity": "warning",
+        "model_id": "churn",
+        "model_version": "3",
+        "segment": "region=eu",
+        "metric": "psi",
+        "feature": "tenure",
+        "value": 0.31,
+        "threshold": 0.2,
+        "window_start": "2026-11-23T10:00:00Z",
+        "window_end": "2026-11-23T11:00:00Z",
+        "fired_at": "2026-11-23T11:05:00Z",
+        "summary": "tenure drifted",
+        "evidence": {"n": 5},
+    }
+    event.update(overrides)
+    return event
+
+
+def test_outputs_forbid_unknown_fields() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        AlertEvent.model_validate(alert(colour="red"))
+
+
+def test_alert_window_must_be_ordered() -> None:
+    with pytest.raises(ValidationError, match="must be after window_start"):
+        AlertEvent.model_validate(alert(window_end="2026-11-23T10:00:00Z"))
+
+
+def test_alert_state_and_severity_are_closed_sets() -> None:
+    with pytest.raises(ValidationError):
+        AlertEvent.model_validate(alert(state="pending"))
+    with pytest.raises(ValidationError):
+        AlertEvent.model_validate(alert(severity="page-everyone"))
+
+
+@given(
+    start=moments,
+    length=st.integers(1, 10**6),
+    value=finite,
+    threshold=finite,
+    feature=st.none() | text,
+    evidence=st.dictionaries(text, st.none() | st.booleans() | finite | text, max_size=5),
+)
+def test_alert_round_trips(
+    start: datetime,
+    length: int,
+    value: float,
+    threshold: float,
+    feature: str | None,
+    evidence: dict[str, Any],
+) -> None:
+    event = AlertEvent.model_validate(
+        alert(
+            window_start=start,
+            window_end=start + timedelta(seconds=length),
+            value=value,
+            threshold=threshold,
+            feature=feature,
+            evidence=evidence,
+        )
+    )
+    assert AlertEvent.model_validate_json(event.model_dump_json()) == event
+
+
+@given(start=moments, reasons=st.lists(st.tuples(text, finite), min_size=1, max_size=4))
+def test_retrain_request_round_trips(start: datetime, reasons: list[tuple[str, float]]) -> None:
+    request = RetrainRequest(
+        request_id="churn:3:2026-11-23T10",
+        model_id="churn",
+        model_version="3",
+        requested_at=start,
+        window_start=start,
+        window_end=start + timedelta(hours=1),
+        reasons=[
+            RetrainReason(
+                alert_id=a, rule="accuracy-drop", metric="accuracy", value=v, threshold=0.8
+            )
+            for a, v in reasons
+        ],
+    )
+    assert RetrainRequest.model_validate_json(request.model_dump_json()) == request
+
+
+def test_retrain_request_needs_a_reason() -> None:
+    with pytest.raises(ValidationError, match="reasons"):
+        RetrainRequest(
+            request_id="r",
+            model_id="m",
+            model_version="1",
+            requested_at=datetime(2026, 1, 1, tzinfo=UTC),
+            reasons=[],
+            window_start=datetime(2026, 1, 1, tzinfo=UTC),
+            window_end=datetime(2026, 1, 1, 1, tzinfo=UTC),
+        )
+
+
+@given(
+    value=st.binary(max_size=300),
+    key=st.none() | st.binary(max_size=30),
+    offset=st.integers(0, 2**62),
+)
+def test_dead_letter_keeps_the_original_bytes(value: bytes, key: bytes | None, offset: int) -> None:
+    letter = DeadLetter.from_failure(
+        value,
+        key=key,
+        topic="driftline.predictions",
+        partition=1,
+        offset=offset,
+        error_class="InvalidEvent",
+        error_message="bad",
+    )
+    again = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert again.original_bytes() == value
+    assert again.source_offset == offset
+    assert json.loads(letter.model_dump_json())["source_topic"] == "driftline.predictions"
+
+
+def test_segment_key_uses_only_configured_names() -> None:
+    assert (
+        segment_key({"region": "eu", "tier": "gold", "user": "u1"}, ("tier", "region"))
+        == "region=eu,tier=gold"
+    )
+    assert segment_key({"tier": "gold"}, ("region",)) == "region=<none>"
+    assert segment_key({"region": "eu"}) == "all"
+
+
+def test_json_schema_files_are_current() -> None:
+    generated = json_schemas()
+    on_disk = {path.name: path.read_text(encoding="utf-8") for path in DOCS_SCHEMAS.glob("*.json")}
+    stale = sorted(name for name in generated if on_disk.get(name) != generated[name])
+    extra = sorted(set(on_disk) - set(generated))
+    assert not stale and not extra, (
+        f"docs/schemas is stale (regenerate with `make schemas`): changed {stale}, extra {extra}"
+    )
+
+
+def test_json_schemas_describe_the_contract() -> None:
+    prediction = json.loads(json_schemas()["prediction-event.schema.json"])
+    assert set(prediction["required"]) == {
+        "prediction_id",
+        "model_id",
+        "model_version",
+        "timestamp",
+        "features",
+        "prediction",
+    }
+    alert_schema = json.loads(json_schemas()["alert-event.schema.json"])
+    assert alert_schema["additionalProperties"] is False
