@@ -15,8 +15,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
-from schemas import ConfigError, MonitorConfig, load_config
+from schemas import ConfigError, DriftlineSettings, MonitorConfig, load_config
 from schemas.config import format_duration
+from streams.demo import run_demo
+from streams.topics import TopicError, ensure_topics
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -99,6 +101,43 @@ def _explain(config: MonitorConfig, console: Console) -> None:
         )
 
 
+def run_demo_command(args: argparse.Namespace, console: Console) -> int:
+    """Run ``driftline demo``."""
+    return run_demo(DriftlineSettings(), console, predictions=args.predictions, seed=args.seed)
+
+
+def topics_command(args: argparse.Namespace, console: Console) -> int:
+    """Create every driftline topic with its configured partition count."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for error in exc.errors:
+            console.print(f"{args.config}: {error}", highlight=False, markup=False)
+        return EXIT_INVALID
+    settings = DriftlineSettings()
+    partitions = config.topics.partitions
+    wanted = {name: partitions for name in settings.topics.values()}
+    try:
+        counts = ensure_topics(
+            settings.confluent_config(), wanted, config.topics.replication_factor
+        )
+    except TopicError as exc:
+        console.print(f"driftline topics: {exc}", highlight=False, markup=False)
+        return EXIT_INVALID
+    if counts[settings.topic_predictions] != counts[settings.topic_labels]:
+        console.print(
+            f"driftline topics: {settings.topic_predictions} has "
+            f"{counts[settings.topic_predictions]} partitions but {settings.topic_labels} has "
+            f"{counts[settings.topic_labels]}; they must be equal for the join",
+            highlight=False,
+            markup=False,
+        )
+        return EXIT_INVALID
+    for name, count in counts.items():
+        console.print(f"{name}: {count} partitions", highlight=False, markup=False)
+    return EXIT_OK
+
+
 def _not_yet(name: str) -> Handler:
     def handler(args: argparse.Namespace, console: Console) -> int:
         console.print(
@@ -134,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = command("worker", "Run a stream-processing worker.", _not_yet("worker"))
     worker.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
 
-    topics = command("topics", "Manage driftline's Kafka topics.", _not_yet("topics"))
+    topics = command("topics", "Manage driftline's Kafka topics.", topics_command)
     topics.add_argument("action", choices=["create"])
     topics.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
 
@@ -154,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--predictions", required=True)
     replay.add_argument("--labels")
 
-    command("demo", "Run the whole pipeline on one machine.", _not_yet("demo"))
+    demo = command("demo", "Run the pipeline on one machine with no setup.", run_demo_command)
+    demo.add_argument("--predictions", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=7)
     report = command("report", "Plot drift, performance and alerts over time.", _not_yet("report"))
     report.add_argument("-o", "--output", default="driftline-report")
 

@@ -1,0 +1,134 @@
+"""Decoding a batch of raw messages into events and dead letters.
+
+Every message either becomes a validated event or a :class:`DeadLetter` that
+carries the original bytes, where it came from and why it was refused; nothing
+is dropped and a bad message never raises out of the batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from confluent_kafka import Message
+
+from schemas import (
+    DEFAULT_LIMITS,
+    DeadLetter,
+    InputLimits,
+    InvalidEvent,
+    LabelEvent,
+    PredictionEvent,
+)
+from schemas.events import decode_label, decode_prediction
+
+EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as read from Kafka, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def from_confluent(cls, message: Message) -> RawMessage:
+        """Wrap a confluent-kafka message that carries no error."""
+        return cls(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=message.value(),
+        )
+
+
+@dataclass
+class DecodedBatch(Generic[EventT]):
+    """The outcome of decoding one batch from one topic."""
+
+    events: list[EventT] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _first_path(error: InvalidEvent) -> str:
+    first = error.errors[0] if error.errors else None
+    return first.path or "message" if first else "message"
+
+
+def _decode(
+    messages: Iterable[RawMessage],
+    decoder: type[EventT],
+    limits: InputLimits,
+    received_at: datetime | None,
+) -> DecodedBatch[EventT]:
+    batch: DecodedBatch[EventT] = DecodedBatch()
+    decode = decode_prediction if decoder is PredictionEvent else decode_label
+    now = received_at or datetime.now(UTC)
+    for message in messages:
+        error_class, reason = "InvalidEvent", ""
+        if message.value is None:
+            reason, path = "message has no value (tombstone)", "message"
+        else:
+            try:
+                event = decode(message.value, limits)
+            except InvalidEvent as exc:
+                reason, path = exc.reason, _first_path(exc)
+            else:
+                key = message.key.decode("utf-8", "replace") if message.key is not None else None
+                if key is not None and key != event.prediction_id:
+                    reason, path = (
+                        f"message key {key!r} differs from prediction_id {event.prediction_id!r}",
+                        "key",
+                    )
+                    error_class = "KeyMismatch"
+                else:
+                    batch.events.append(event)  # type: ignore[arg-type]
+                    continue
+        batch.reasons[path] += 1
+        batch.dead_letters.append(
+            DeadLetter.from_failure(
+                message.value,
+                key=message.key,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error_class=error_class,
+                error_message=reason,
+                received_at=now,
+            )
+        )
+    return batch
+
+
+def decode_predictions(
+    messages: Iterable[RawMessage],
+    limits: InputLimits = DEFAULT_LIMITS,
+    received_at: datetime | None = None,
+) -> DecodedBatch[PredictionEvent]:
+    """Decode prediction messages; invalid ones become dead letters.
+
+    Examples
+    --------
+    >>> batch = decode_predictions([RawMessage("p", 0, 7, b"k", b"{oops")])
+    >>> len(batch.events), batch.dead_letters[0].source_offset, dict(batch.reasons)
+    (0, 7, {'message': 1})
+    """
+    return _decode(messages, PredictionEvent, limits, received_at)
+
+
+def decode_labels(
+    messages: Iterable[RawMessage],
+    limits: InputLimits = DEFAULT_LIMITS,
+    received_at: datetime | None = None,
+) -> DecodedBatch[LabelEvent]:
+    """Decode label messages; invalid ones become dead letters."""
+    return _decode(messages, LabelEvent, limits, received_at)
