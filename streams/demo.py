@@ -149,6 +149,7 @@ def _run_pipeline(
                 tally.first_event = min(tally.first_event or moment, moment)
                 tally.last_event = max(tally.last_event, moment)
             live.update(_view(tally, drift_at))
+    console.print()
     dead_letters.flush(10)
     consumer.close()
     return tally

@@ -30,7 +30,7 @@ LOCALHOST: Final = "127.0.0.1"
 GROUP_SETTINGS: Final = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 """librdkafka consumer-group settings that keep Tansu's group joins to about 3 s."""
 
-_TANSU_VARIABLES: Final = (
+TANSU_VARIABLES: Final = (  # Tansu reads these; a stray value would override the flags
     "CLUSTER_ID",
     "LISTENER_URL",
     "ADVERTISED_LISTENER_URL",
@@ -64,7 +64,12 @@ def free_port() -> int:
         return port
 
 
-def _parent_death_prefix() -> list[str]:
+def parent_death_prefix() -> list[str]:
+    """Command prefix that makes the kernel stop a child when its parent dies.
+
+    ``setpriv --pdeathsig TERM`` (util-linux) sets the signal and then execs the
+    server, so the PID stays the server's; empty where setpriv is missing.
+    """
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
@@ -105,7 +110,7 @@ class EmbeddedBroker:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://{self.bootstrap}"
         argv = [
-            *_parent_death_prefix(),
+            *parent_death_prefix(),
             str(find_tansu()),
             "broker",
             "--cluster-id",
@@ -117,7 +122,7 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        env = {key: value for key, value in os.environ.items() if key not in _TANSU_VARIABLES}
+        env = {key: value for key, value in os.environ.items() if key not in TANSU_VARIABLES}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

@@ -46,10 +46,14 @@ from tests.servers import (
 
 
 def _serve(starter: Callable[[Path], ServerProcess], data_dir: Path) -> Iterator[str]:
+    failure: ServerStartError | None = None
     try:
         server = starter(data_dir)
     except ServerStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = exc
+    if failure is not None:
+        # Failed outside the except block, so the report shows no chained traceback.
+        pytest.fail(str(failure), pytrace=False)
     try:
         yield server.endpoint
     finally:
@@ -65,10 +69,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     external = os.environ.get(KAFKA_ENV_VAR, "").strip()
     if external:
+        failure: ServerStartError | None = None
         try:
             wait_for_kafka(external)
         except ServerStartError as exc:
-            pytest.fail(f"{KAFKA_ENV_VAR}={external}: {exc}", pytrace=False)
+            failure = exc
+        if failure is not None:
+            pytest.fail(f"{KAFKA_ENV_VAR}={external}: {failure}", pytrace=False)
         yield external
         return
     yield from _serve(start_tansu, tmp_path_factory.mktemp("tansu"))

