@@ -1,0 +1,228 @@
+"""Change points inside a window: thin adapters over river's drift detectors.
+
+The joined error stream (absolute error for regression, 0/1 mistakes or the
+true-class score for classification) is fed to one of river's detectors:
+
+=============  ==================================  ================================
+name           river class                         input
+=============  ==================================  ================================
+adwin          ``river.drift.ADWIN``               real values (errors, scores)
+page_hinkley   ``river.drift.PageHinkley``         real values
+kswin          ``river.drift.KSWIN``               real values
+ddm            ``river.drift.binary.DDM``          0/1 mistakes
+eddm           ``river.drift.binary.EDDM``         0/1 mistakes
+=============  ==================================  ================================
+
+The algorithms are river's, untouched; this module checks the parameters
+(naming the valid range, which river does not always do), feeds a batch
+value by value (river's detectors are sequential by nature, so this is the one
+per-value loop in :mod:`detectors`; it runs on the labelled stream, which is
+far thinner than the prediction stream), and reports where drift was
+detected. Unlike sketches, a detector's state depends on the order of the
+values and does not merge: run one per partition (or per model after the
+merge) and persist it with :mod:`pickle`, which river's objects support.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from river import drift
+from river.drift import binary
+
+from detectors.errors import DetectorError, check_float, check_int
+
+
+def _probability(low_open: bool = True) -> Callable[[str, object], float]:
+    def check(name: str, value: object) -> float:
+        return check_float(name, value, 0.0, 1.0, low_open=low_open, high_open=True)
+
+    return check
+
+
+def _positive_int(low: int = 1) -> Callable[[str, object], int]:
+    def check(name: str, value: object) -> int:
+        return check_int(name, value, low)
+
+    return check
+
+
+def _non_negative(name: str, value: object) -> float:
+    return check_float(name, value, 0.0)
+
+
+def _positive(name: str, value: object) -> float:
+    return check_float(name, value, 0.0, low_open=True)
+
+
+def _mode(name: str, value: object) -> str:
+    if value not in ("up", "down", "both"):
+        raise DetectorError(f"{name} must be one of up, down, both (got {value!r})")
+    return str(value)
+
+
+def _seed(name: str, value: object) -> int | None:
+    return None if value is None else check_int(name, value, 0)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    factory: Callable[..., Any]
+    binary: bool
+    params: Mapping[str, Callable[[str, object], object]]
+
+
+_SPECS: Mapping[str, _Spec] = {
+    "adwin": _Spec(
+        drift.ADWIN,
+        False,
+        {
+            "delta": _probability(),
+            "clock": _positive_int(),
+            "max_buckets": _positive_int(),
+            "min_window_length": _positive_int(),
+            "grace_period": _positive_int(),
+        },
+    ),
+    "page_hinkley": _Spec(
+        drift.PageHinkley,
+        False,
+        {
+            "min_instances": _positive_int(),
+            "delta": _non_negative,
+            "threshold": _positive,
+            "alpha": _probability(),
+            "mode": _mode,
+        },
+    ),
+    "kswin": _Spec(
+        drift.KSWIN,
+        False,
+        {
+            "alpha": _probability(),
+            "window_size": _positive_int(2),
+            "stat_size": _positive_int(),
+            "seed": _seed,
+        },
+    ),
+    "ddm": _Spec(
+        binary.DDM,
+        True,
+        {
+            "warm_start": _positive_int(),
+            "warning_threshold": _positive,
+            "drift_threshold": _positive,
+        },
+    ),
+    "eddm": _Spec(
+        binary.EDDM,
+        True,
+        {"warm_start": _positive_int(), "alpha": _probability(), "beta": _probability()},
+    ),
+}
+
+CHANGE_DETECTORS: tuple[str, ...] = tuple(_SPECS)
+"""Names accepted by :class:`ChangeDetector`."""
+
+
+class ChangeDetector:
+    """One of river's drift detectors, fed with arrays.
+
+    Parameters
+    ----------
+    method
+        ``adwin``, ``page_hinkley``, ``kswin``, ``ddm`` or ``eddm``.
+    **params
+        The river detector's parameters (checked; see river's documentation).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(12)
+    >>> errors = np.concatenate([rng.normal(0.2, 0.05, 1000), rng.normal(0.5, 0.05, 1000)])
+    >>> detector = ChangeDetector("adwin")
+    >>> detector.update(errors).tolist()
+    [1055]
+    >>> mistakes = np.concatenate([rng.random(1000) < 0.1, rng.random(1000) < 0.4])
+    >>> ChangeDetector("ddm").update(mistakes).tolist()
+    [1063]
+    """
+
+    def __init__(self, method: str, **params: Any) -> None:
+        spec = _SPECS.get(method)
+        if spec is None:
+            raise DetectorError(
+                f"method {method!r} is not a change detector; valid: {', '.join(_SPECS)}"
+            )
+        checked: dict[str, object] = {}
+        for name, value in params.items():
+            check = spec.params.get(name)
+            if check is None:
+                raise DetectorError(
+                    f"{name!r} is not a parameter of {method}; valid: {', '.join(spec.params)}"
+                )
+            checked[name] = check(name, value)
+        if method == "kswin":
+            window_size = int(checked.get("window_size", 100))  # type: ignore[call-overload]
+            stat_size = int(checked.get("stat_size", 30))  # type: ignore[call-overload]
+            if stat_size >= window_size:
+                raise DetectorError(
+                    f"stat_size must be smaller than window_size ({window_size}, got {stat_size})"
+                )
+        if method == "eddm" and float(checked.get("beta", 0.9)) >= float(  # type: ignore[arg-type]
+            checked.get("alpha", 0.95)  # type: ignore[arg-type]
+        ):
+            raise DetectorError("beta (drift level) must be smaller than alpha (warning level)")
+        self.method = method
+        self.params: dict[str, object] = checked
+        self._binary = spec.binary
+        self._detector = spec.factory(**checked)
+        self.n_seen = 0
+        self.n_detections = 0
+
+    def update(self, values: ArrayLike) -> NDArray[np.int64]:
+        """Feed a batch in order; positions in the batch where drift was detected.
+
+        Add :attr:`n_seen` (read before the call) to get positions in the whole
+        stream. Binary detectors take 0/1 or booleans (1 = a mistake).
+        """
+        array = np.asarray(values).reshape(-1)
+        if self._binary:
+            if array.dtype != np.bool_:
+                try:
+                    numbers = array.astype(np.float64)
+                except (TypeError, ValueError):
+                    numbers = np.full(array.size, np.nan)
+                if not np.all((numbers == 0.0) | (numbers == 1.0)):
+                    raise DetectorError(f"values of {self.method} must be 0/1 or booleans")
+                array = numbers == 1.0
+            items: list[Any] = array.tolist()
+        else:
+            try:
+                numbers = array.astype(np.float64)
+            except (TypeError, ValueError):
+                raise DetectorError(f"values of {self.method} must be numbers") from None
+            if not np.all(np.isfinite(numbers)):
+                raise DetectorError(f"values of {self.method} must be finite numbers")
+            items = numbers.tolist()
+        detector = self._detector
+        detected: list[int] = []
+        for position, value in enumerate(items):
+            detector.update(value)
+            if detector.drift_detected:
+                detected.append(position)
+        self.n_seen += len(items)
+        self.n_detections += len(detected)
+        return np.array(detected, dtype=np.int64)
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last value fed triggered a detection."""
+        return bool(self._detector.drift_detected)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{name}={value!r}" for name, value in self.params.items())
+        return f"ChangeDetector({self.method!r}{', ' if params else ''}{params})"
