@@ -46,6 +46,13 @@ class DriftlineSettings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
 
+    kafka_session_timeout_s: float = Field(
+        default=10.0, gt=0, description="Consumer-group session timeout of the workers."
+    )
+    kafka_heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="Consumer-group heartbeat interval of the workers."
+    )
+
     influx_url: str | None = Field(
         default=None, description="InfluxDB URL; unset writes line protocol under data_dir."
     )
@@ -60,6 +67,7 @@ class DriftlineSettings(BaseSettings):
     topic_alerts: str = "driftline.alerts"
     topic_retrain_requests: str = "driftline.retrain-requests"
     topic_dead_letter: str = "driftline.dead-letter"
+    topic_partials: str = "driftline.window-partials"
 
     max_message_bytes: int = Field(default=1_048_576, ge=64)
     max_features: int = Field(default=2000, ge=1)
@@ -137,4 +145,5 @@ class DriftlineSettings(BaseSettings):
             "alerts": self.topic_alerts,
             "retrain_requests": self.topic_retrain_requests,
             "dead_letter": self.topic_dead_letter,
+            "partials": self.topic_partials,
         }

@@ -12,11 +12,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from rich.console import Console
 
 from schemas import ConfigError, DriftlineSettings, MonitorConfig, load_config
 from schemas.config import format_duration
+from streams.compare import run_compare
 from streams.demo import run_demo
 from streams.topics import TopicError, ensure_topics
 
@@ -138,6 +140,20 @@ def topics_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def compare_command(args: argparse.Namespace, console: Console) -> int:
+    """One-shot drift table between two data sets."""
+    features = None if args.features is None else args.features.split(",")
+    return run_compare(
+        Path(args.reference),
+        Path(args.current),
+        features,
+        args.json,
+        sys.stdout,
+        min_samples=args.min_samples,
+        err=sys.stderr,
+    )
+
+
 def _not_yet(name: str) -> Handler:
     def handler(args: argparse.Namespace, console: Console) -> int:
         console.print(
@@ -199,11 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "Plot drift, performance and alerts over time.", _not_yet("report"))
     report.add_argument("-o", "--output", default="driftline-report")
 
-    compare = command("compare", "One-shot drift table between two data sets.", _not_yet("compare"))
+    compare = command("compare", "One-shot drift table between two data sets.", compare_command)
     compare.add_argument("--reference", required=True)
     compare.add_argument("--current", required=True)
     compare.add_argument("--features")
     compare.add_argument("--json", action="store_true")
+    compare.add_argument("--min-samples", type=int, default=100)
 
     alerts = command("alerts", "Follow the alerts topic.", _not_yet("alerts"))
     alerts.add_argument("action", choices=["tail"])
@@ -216,7 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=False, soft_wrap=True)
     handler: Handler = args.handler
-    return handler(args, console)
+    try:
+        return handler(args, console)
+    except BrokenPipeError:
+        # The reader went away (e.g. `driftline compare --json | head`): not an error.
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def test_topics_create_is_idempotent(kafka_bootstrap: str, tmp_path: Path) -> No
         "DRIFTLINE_TOPIC_ALERTS": f"{prefix}.alerts",
         "DRIFTLINE_TOPIC_RETRAIN_REQUESTS": f"{prefix}.retrain-requests",
         "DRIFTLINE_TOPIC_DEAD_LETTER": f"{prefix}.dead-letter",
+        "DRIFTLINE_TOPIC_PARTIALS": f"{prefix}.partials",
     }
     config = tmp_path / "monitors.yaml"
     config.write_text(EXAMPLE.read_text().replace("partitions: 4", "partitions: 3"))
