@@ -1,0 +1,346 @@
+"""The faust application behind ``driftline worker``.
+
+Two agents and a timer:
+
+* ``ingest`` reads the predictions and labels topics (co-partitioned) in
+  batches, hands each partition's messages to its
+  :class:`~streams.partition.PartitionProcessor`, sends dead letters and window
+  partials on, and checkpoints the partition before faust acknowledges the
+  batch — so the committed offset never runs ahead of the saved state.
+* ``merge`` reads the partials topic (keyed by model) and feeds the
+  :class:`~streams.merger.WindowMerger`, whose points go to the sink; the sink
+  is flushed before the batch is acknowledged.
+* a one-second timer evaluates windows held back by idle partitions and
+  throttled performance updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from confluent_kafka.admin import AdminClient
+
+from detectors.profile import ReferenceProfile
+from schemas import DriftlineSettings, MonitorConfig
+from streams.decode import RawMessage
+from streams.merger import WindowMerger
+from streams.partition import PartitionProcessor, write_atomically
+from streams.sink import BufferedSink, SinkError, make_sink
+from streams.windows import DriftPartial, PerformancePartial, WindowKey
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceStore:
+    """Loads reference profiles named by the configuration, once each."""
+
+    def __init__(self, config: MonitorConfig, base: Path) -> None:
+        self.config = config
+        self.base = base
+        self._cache: dict[tuple[str, str], ReferenceProfile | None] = {}
+
+    def __call__(self, model_id: str, version: str) -> ReferenceProfile | None:
+        key = (model_id, version)
+        if key not in self._cache:
+            self._cache[key] = self._load(model_id, version)
+        return self._cache[key]
+
+    def _load(self, model_id: str, version: str) -> ReferenceProfile | None:
+        model = self.config.model(model_id)
+        if model is None:
+            return None
+        path = Path(model.reference_path(version))
+        if not path.is_absolute():
+            path = self.base / path
+        try:
+            reference = ReferenceProfile.from_json(path.read_bytes())
+        except FileNotFoundError:
+            log.warning(
+                "no reference profile for %s version %s at %s: drift is not computed for it "
+                "(volume and performance are)",
+                model_id,
+                version,
+                path,
+            )
+            return None
+        log.info("loaded reference profile of %s version %s from %s", model_id, version, path)
+        return reference
+
+
+def _credentials(settings: DriftlineSettings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            password = settings.kafka_ssl_key_password
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile),
+                password.get_secret_value() if password else None,
+            )
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        username = settings.kafka_sasl_username or ""
+        secret = password.get_secret_value() if password else ""
+        if settings.kafka_sasl_mechanism == "PLAIN":
+            return faust.SASLCredentials(
+                username=username, password=secret, ssl_context=context, mechanism="PLAIN"
+            )
+        return faust.SASLCredentials(
+            username=username,
+            password=secret,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return faust.SSLCredentials(context)
+
+
+def source_partitions(settings: DriftlineSettings) -> int:
+    """Partition count of the predictions topic (the merger waits for each)."""
+    metadata = AdminClient(settings.confluent_config()).list_topics(
+        settings.topic_predictions, timeout=30
+    )
+    topic = metadata.topics.get(settings.topic_predictions)
+    if topic is None or topic.error is not None or not topic.partitions:
+        raise RuntimeError(
+            f"topic {settings.topic_predictions} does not exist; run `driftline topics create`"
+        )
+    return len(topic.partitions)
+
+
+def encode_partial(kind: str, source: int, model_id: str, body: dict[str, Any]) -> bytes:
+    """One message of the partials topic."""
+    return orjson.dumps({"kind": kind, "source": source, "model": model_id, **body})
+
+
+class Worker:
+    """State of one worker process: processors per partition, the merger, the sink."""
+
+    def __init__(
+        self,
+        settings: DriftlineSettings,
+        config: MonitorConfig,
+        config_dir: Path,
+        partitions: int,
+        sink: BufferedSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.references = ReferenceStore(config, config_dir)
+        self.checkpoints = Path(settings.data_dir) / "checkpoints"
+        self.processors: dict[int, PartitionProcessor] = {}
+        self.merger = WindowMerger(config, self.references, partitions)
+        self.sink = sink or make_sink(settings)
+
+    def processor(self, partition: int) -> PartitionProcessor:
+        """The processor of a partition, restored from its checkpoint if any."""
+        processor = self.processors.get(partition)
+        if processor is None:
+            processor = PartitionProcessor(
+                partition,
+                self.config,
+                self.references,
+                predictions_topic=self.settings.topic_predictions,
+                labels_topic=self.settings.topic_labels,
+                limits=self.settings.limits,
+            )
+            path = self._checkpoint_path(partition)
+            if path.exists():
+                processor.restore(path.read_bytes())
+                log.info(
+                    "partition %d restored from %s (offsets %s)",
+                    partition,
+                    path,
+                    processor.join.applied_offsets,
+                )
+            self.processors[partition] = processor
+        return processor
+
+    def _checkpoint_path(self, partition: int) -> Path:
+        return self.checkpoints / f"partition-{partition}.bin"
+
+    def checkpoint(self, partition: int) -> None:
+        """Save a partition's state (before its batch is acknowledged)."""
+        write_atomically(self._checkpoint_path(partition), self.processors[partition].to_bytes())
+
+    def ingest(self, messages: list[RawMessage]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+        """Process a batch; returns dead letters and (key, value) partial messages."""
+        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+        for message in messages:
+            by_partition[message.partition].append(message)
+        dead: list[bytes] = []
+        partials: list[tuple[bytes, bytes]] = []
+        for partition, batch in sorted(by_partition.items()):
+            processor = self.processor(partition)
+            result = processor.process(batch)
+            dead.extend(letter.model_dump_json().encode() for letter in result.dead_letters)
+            windows = result.windows
+            for drift in windows.drift:
+                partials.append(
+                    (
+                        drift.key.model_id.encode(),
+                        encode_partial(
+                            "drift",
+                            partition,
+                            drift.key.model_id,
+                            {
+                                "key": drift.key.encode(),
+                                "payload": None
+                                if drift.payload is None
+                                else drift.payload.decode(),
+                                "predictions": drift.predictions,
+                            },
+                        ),
+                    )
+                )
+            for perf in windows.performance:
+                partials.append(
+                    (
+                        perf.key.model_id.encode(),
+                        encode_partial(
+                            "performance",
+                            partition,
+                            perf.key.model_id,
+                            {
+                                "key": perf.key.encode(),
+                                "payload": perf.payload.decode(),
+                                "final": perf.final,
+                            },
+                        ),
+                    )
+                )
+            late_by_model: dict[str, list[list[Any]]] = defaultdict(list)
+            for key, count in windows.late.items():
+                late_by_model[key.model_id].append([key.encode(), count])
+            for model in self.config.models:
+                body: dict[str, Any] = {"watermark": result.watermark_us}
+                if model.id in late_by_model:
+                    body["late"] = late_by_model[model.id]
+                partials.append(
+                    (model.id.encode(), encode_partial("watermark", partition, model.id, body))
+                )
+            self.checkpoint(partition)
+        return dead, partials
+
+    def merge(self, values: list[bytes]) -> int:
+        """Apply partial messages; write and flush the ready points. Returns points written."""
+        for value in values:
+            message = orjson.loads(value)
+            source = int(message["source"])
+            kind = message["kind"]
+            if kind == "drift":
+                payload = message["payload"]
+                self.merger.add_drift(
+                    source,
+                    DriftPartial(
+                        WindowKey.decode(message["key"]),
+                        None if payload is None else payload.encode(),
+                        int(message["predictions"]),
+                    ),
+                )
+            elif kind == "performance":
+                self.merger.add_performance(
+                    source,
+                    PerformancePartial(
+                        WindowKey.decode(message["key"]),
+                        message["payload"].encode(),
+                        bool(message["final"]),
+                    ),
+                )
+            elif kind == "watermark":
+                if "late" in message:
+                    self.merger.add_late(
+                        source, {WindowKey.decode(k): int(n) for k, n in message["late"]}
+                    )
+                self.merger.add_watermark(source, message["model"], message["watermark"])
+            else:
+                log.warning("unknown partial kind %r from partition %d ignored", kind, source)
+        return self.emit()
+
+    def emit(self) -> int:
+        """Evaluate ready windows and flush the sink."""
+        ready = self.merger.evaluate()
+        if ready:
+            self.sink.add(ready)
+        try:
+            self.sink.flush()
+        except SinkError as exc:
+            log.error("sink flush failed, points stay buffered: %s", exc)
+        return len(ready)
+
+
+def build_app(
+    settings: DriftlineSettings,
+    config: MonitorConfig,
+    config_dir: Path,
+    *,
+    batch_size: int = 2000,
+    batch_within_s: float = 0.5,
+) -> tuple[faust.App, Worker]:
+    """The faust app of a worker and the state it drives."""
+    app = faust.App(
+        "driftline",
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        datadir=str(Path(settings.data_dir) / "faust"),
+    )
+    worker = Worker(settings, config, config_dir, source_partitions(settings))
+    inputs = app.topic(
+        settings.topic_predictions, settings.topic_labels, key_type=bytes, value_type=bytes
+    )
+    dead_letters = app.topic(settings.topic_dead_letter, key_type=bytes, value_type=bytes)
+    partials = app.topic(settings.topic_partials, key_type=bytes, value_type=bytes)
+
+    async def ingest(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(batch_size, within=batch_within_s):
+            messages = [
+                RawMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            dead, outgoing = worker.ingest(messages)
+            for letter in dead:
+                await dead_letters.send(value=letter)
+            for key, value in outgoing:
+                await partials.send(key=key, value=value)
+            await app.producer.flush()
+            yield None
+
+    async def merge(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(batch_size, within=batch_within_s):
+            worker.merge([e.message.value for e in events])
+            yield None
+
+    async def tick() -> None:
+        worker.emit()
+
+    app.agent(inputs, name="driftline.ingest")(ingest)
+    app.agent(partials, name="driftline.merge")(merge)
+    app.timer(1.0)(tick)
+    return app, worker

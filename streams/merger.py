@@ -1,0 +1,379 @@
+"""Combining the partials of every source partition into a model's results.
+
+Each source partition reports its closed drift windows, its cumulative
+performance windows, its late counts and its watermark. The merger keeps the
+latest partial per (window, source partition) — so a replayed partial replaces
+rather than adds — and evaluates:
+
+* a drift window once every source partition has closed it (its watermark
+  passed the window's end plus the allowed lateness), or has been silent for
+  ``idle_timeout_s``: drift, data-quality and volume points, written once;
+* a performance window every time a partial changes it (at most once per the
+  model's ``emit_interval``), with ``n_labelled``, coverage, label-lag
+  percentiles and ``is_final`` — same series and timestamp, so the store keeps
+  the corrected value.
+
+Because sketches and statistics merge by exact addition, the points do not
+depend on how partitions are spread over workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
+from detectors.quality import data_quality
+from detectors.registry import run_drift
+from detectors.result import DriftResult
+from schemas import ModelConfig, MonitorConfig
+from schemas.outputs import ALL_SEGMENTS
+from streams import points
+from streams.points import Point
+from streams.windows import (
+    MICROS,
+    DriftAccumulator,
+    DriftPartial,
+    PerformanceAccumulator,
+    PerformancePartial,
+    ReferenceLoader,
+    WindowKey,
+)
+
+log = logging.getLogger(__name__)
+
+
+def window_start(key: WindowKey) -> datetime:
+    """The window's start as a UTC datetime (the points' timestamp)."""
+    return datetime.fromtimestamp(key.window_start_us / MICROS, tz=UTC)
+
+
+@dataclass(frozen=True)
+class DriftWindowResult:
+    """Everything computed for one closed drift window of a model segment."""
+
+    key: WindowKey
+    predictions: int
+    features: dict[str, dict[str, DriftResult]]
+    prediction: dict[str, DriftResult]
+    dataset: DatasetDriftDecision | None
+    points: list[Point]
+
+
+@dataclass
+class _DriftSlot:
+    partials: dict[int, DriftPartial] = field(default_factory=dict)
+    first_seen: float = 0.0
+
+
+@dataclass
+class _PerformanceSlot:
+    partials: dict[int, PerformancePartial] = field(default_factory=dict)
+    last_emitted: float = -1e18
+    pending: bool = False
+
+
+class WindowMerger:
+    """Merges partials of ``partitions`` source partitions.
+
+    Parameters
+    ----------
+    config
+        The monitor configuration.
+    load_reference
+        ``(model_id, version) -> ReferenceProfile | None``.
+    partitions
+        Number of source partitions (of the predictions topic).
+    idle_timeout_s
+        A source partition silent this long no longer holds windows back.
+    clock
+        Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        load_reference: ReferenceLoader,
+        partitions: int,
+        *,
+        idle_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.config = config
+        self.load_reference = load_reference
+        self.partitions = partitions
+        self.idle_timeout_s = idle_timeout_s
+        self.clock = clock
+        self._drift: dict[WindowKey, _DriftSlot] = {}
+        self._performance: dict[WindowKey, _PerformanceSlot] = {}
+        self._late: dict[WindowKey, dict[int, int]] = defaultdict(dict)
+        self._closed: dict[WindowKey, int] = {}
+        self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
+        self._heard: dict[int, float] = {}
+        self.results: list[DriftWindowResult] = []
+
+    def _model(self, model_id: str) -> ModelConfig:
+        model = self.config.model(model_id)
+        if model is None:
+            raise KeyError(f"model {model_id!r} is not configured")
+        return model
+
+    def add_watermark(self, source: int, model_id: str, watermark_us: int | None) -> None:
+        """A source partition's drift watermark for one model."""
+        self._heard[source] = self.clock()
+        if watermark_us is not None:
+            known = self._watermarks[model_id].get(source)
+            if known is None or watermark_us > known:
+                self._watermarks[model_id][source] = watermark_us
+
+    def add_drift(self, source: int, partial: DriftPartial) -> None:
+        """A drift window closed by a source partition."""
+        self._heard[source] = self.clock()
+        if partial.key in self._closed:
+            log.warning(
+                "drift partial for %s from partition %d after the window was evaluated; "
+                "its %d predictions count as late",
+                partial.key,
+                source,
+                partial.predictions,
+            )
+            self._late[partial.key][-1 - source] = partial.predictions
+            return
+        slot = self._drift.get(partial.key)
+        if slot is None:
+            slot = self._drift[partial.key] = _DriftSlot(first_seen=self.clock())
+        slot.partials[source] = partial
+
+    def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
+        """Cumulative late-prediction counts of a source partition."""
+        for key, count in late.items():
+            self._late[key][source] = count
+
+    def add_performance(self, source: int, partial: PerformancePartial) -> None:
+        """A cumulative performance window of a source partition."""
+        self._heard[source] = self.clock()
+        slot = self._performance.get(partial.key)
+        if slot is None:
+            slot = self._performance[partial.key] = _PerformanceSlot()
+        slot.partials[source] = partial
+        slot.pending = True
+
+    def _ready(self, key: WindowKey, slot: _DriftSlot, now: float) -> bool:
+        model = self._model(key.model_id)
+        size = int(model.window.size.total_seconds() * MICROS)
+        lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        closes_at = key.window_start_us + size + lateness
+        watermarks = self._watermarks.get(key.model_id, {})
+        for source in range(self.partitions):
+            if source in slot.partials:
+                continue
+            watermark = watermarks.get(source)
+            if watermark is not None and watermark >= closes_at:
+                continue
+            heard = self._heard.get(source)
+            silent = heard is None or now - heard >= self.idle_timeout_s
+            if silent and now - slot.first_seen >= self.idle_timeout_s:
+                continue
+            return False
+        return True
+
+    def evaluate(self) -> list[Point]:
+        """Points of every window that became ready since the last call."""
+        now = self.clock()
+        output: list[Point] = []
+        ready = [key for key, slot in self._drift.items() if self._ready(key, slot, now)]
+        for key in sorted(ready):
+            drift_slot = self._drift.pop(key)
+            result = self._evaluate_drift(key, list(drift_slot.partials.values()))
+            self._closed[key] = result.predictions
+            self.results.append(result)
+            output.extend(result.points)
+        for key, slot in list(self._performance.items()):
+            model = self._model(key.model_id)
+            final = len(slot.partials) > 0 and all(p.final for p in slot.partials.values())
+            interval = model.window.emit_interval.total_seconds()
+            if slot.pending and (final or now - slot.last_emitted >= interval):
+                output.extend(self._evaluate_performance(model, key, slot, final))
+                slot.pending = False
+                slot.last_emitted = now
+            if final:
+                self._performance.pop(key)
+                self._closed.pop(key, None)
+                self._late.pop(key, None)
+        return output
+
+    def _evaluate_drift(self, key: WindowKey, partials: list[DriftPartial]) -> DriftWindowResult:
+        model = self._model(key.model_id)
+        predictions = sum(partial.predictions for partial in partials)
+        reference = self.load_reference(key.model_id, key.model_version)
+        start = window_start(key)
+        features: dict[str, dict[str, DriftResult]] = {}
+        prediction: dict[str, DriftResult] = {}
+        dataset: DatasetDriftDecision | None = None
+        out: list[Point] = []
+        payloads = [partial.payload for partial in partials if partial.payload is not None]
+        if reference is not None and payloads:
+            merged = DriftAccumulator.from_bytes(payloads[0], reference)
+            for payload in payloads[1:]:
+                merged = merged.merge(DriftAccumulator.from_bytes(payload, reference))
+            for feature in model.features:
+                sketch = merged.features.get(feature.name)
+                profile = reference.features.get(feature.name)
+                if sketch is None or profile is None:
+                    continue
+                results: dict[str, DriftResult] = {}
+                for method in model.methods_for(feature):
+                    result = run_drift(
+                        method,
+                        profile,
+                        sketch,
+                        threshold=model.drift.thresholds.get(method),
+                        min_samples=model.drift.min_samples,
+                    )
+                    results[method] = result
+                    out.extend(self._drift_points(key, start, result, feature.name))
+                features[feature.name] = results
+                quality = data_quality(sketch).fields()
+                if key.segment == ALL_SEGMENTS:
+                    out.append(
+                        points.data_quality(
+                            model_id=key.model_id,
+                            model_version=key.model_version,
+                            feature=feature.name,
+                            missing_rate=quality["missing_rate"],
+                            out_of_range_rate=quality["out_of_range_rate"],
+                            unseen_category_rate=quality["unseen_category_rate"],
+                            window_start=start,
+                        )
+                    )
+            if merged.prediction is not None and reference.prediction is not None:
+                kind = "numeric" if model.task == "regression" else "categorical"
+                methods = (
+                    model.drift.numeric_methods
+                    if kind == "numeric"
+                    else model.drift.categorical_methods
+                )
+                for method in methods:
+                    result = run_drift(
+                        method,
+                        reference.prediction,
+                        merged.prediction,
+                        threshold=model.drift.thresholds.get(method),
+                        min_samples=model.drift.min_samples,
+                    )
+                    prediction[method] = result
+                    out.extend(self._drift_points(key, start, result, None))
+            primary = {name: next(iter(results.values())) for name, results in features.items()}
+            dataset = dataset_drift(
+                p_values_of(
+                    {
+                        name: results.get("ks") or results.get("chi2") or primary[name]
+                        for name, results in features.items()
+                    }
+                ),
+                correction=model.drift.multiple_testing,
+                alpha=model.drift.alpha,
+            )
+        out.append(self._volume(key, start, predictions, labels=None))
+        return DriftWindowResult(key, predictions, features, prediction, dataset, out)
+
+    @staticmethod
+    def _drift_points(
+        key: WindowKey, start: datetime, result: DriftResult, feature: str | None
+    ) -> list[Point]:
+        if result.insufficient_data or result.statistic is None:
+            return []
+        common = {
+            "model_id": key.model_id,
+            "model_version": key.model_version,
+            "segment": key.segment,
+            "method": result.method,
+            "statistic": result.statistic,
+            "p_value": result.p_value,
+            "threshold": result.threshold,
+            "drifted": result.drifted,
+            "n_current": result.n_current,
+            "n_reference": result.n_reference,
+            "window_start": start,
+        }
+        if feature is None:
+            return [points.prediction_drift(**common)]  # type: ignore[arg-type]
+        return [points.feature_drift(feature=feature, **common)]  # type: ignore[arg-type]
+
+    def _volume(
+        self, key: WindowKey, start: datetime, predictions: int, labels: int | None
+    ) -> Point:
+        late = sum(self._late.get(key, {}).values())
+        slot = self._performance.get(key)
+        if labels is None:
+            labels = 0
+            if slot is not None and slot.partials:
+                labels = self._merged_performance(self._model(key.model_id), slot).n_labelled
+        return points.volume(
+            model_id=key.model_id,
+            model_version=key.model_version,
+            segment=key.segment,
+            predictions=predictions,
+            labels=labels,
+            late_predictions=late,
+            dead_letters=0,
+            window_start=start,
+        )
+
+    @staticmethod
+    def _merged_performance(model: ModelConfig, slot: _PerformanceSlot) -> PerformanceAccumulator:
+        accumulators = [
+            PerformanceAccumulator.from_bytes(partial.payload, model)
+            for partial in slot.partials.values()
+        ]
+        merged = accumulators[0]
+        for accumulator in accumulators[1:]:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def _evaluate_performance(
+        self, model: ModelConfig, key: WindowKey, slot: _PerformanceSlot, final: bool
+    ) -> list[Point]:
+        merged = self._merged_performance(model, slot)
+        start = window_start(key)
+        labelled = merged.n_labelled
+        coverage = labelled / merged.predictions if merged.predictions else 0.0
+        out: list[Point] = []
+        results = merged.stats.compute(model.metrics, min_labelled=model.performance.min_labelled)
+        for metric, result in results.items():
+            if result.value is None or result.insufficient_data:
+                continue
+            out.append(
+                points.model_performance(
+                    model_id=key.model_id,
+                    model_version=key.model_version,
+                    segment=key.segment,
+                    metric=metric,
+                    value=result.value,
+                    n_labelled=result.n_labelled,
+                    coverage=coverage,
+                    is_final=final,
+                    window_start=start,
+                )
+            )
+        if key.segment == ALL_SEGMENTS and labelled:
+            out.append(
+                points.label_lag(
+                    model_id=key.model_id,
+                    model_version=key.model_version,
+                    p50_s=merged.lag_percentile(50),
+                    p95_s=merged.lag_percentile(95),
+                    coverage=coverage,
+                    window_start=start,
+                )
+            )
+        if key in self._closed:
+            on_time = self._closed[key]
+            out.append(self._volume(key, start, on_time, labels=labelled))
+        return out

@@ -1,0 +1,491 @@
+"""Event-time windows of one source partition, and their mergeable partials.
+
+A partition's predictions are counted into per-window sketches (drift, data
+quality, volume) and its joined labels into per-window performance statistics.
+Windows are keyed by model, version, segment and start; every prediction feeds
+the ``all`` segment and, when the model is configured with ``segment_by``, its
+own segment too.
+
+* A **drift window** closes when the partition's watermark (the newest
+  prediction time seen, minus the model's allowed lateness) passes its end.
+  Its sketches are handed out once as a :class:`DriftPartial`; predictions for
+  a closed window are counted as late.
+* A **performance window** stays open until the join's watermark passes its
+  end plus the label horizon. Each batch that changes it hands out a
+  cumulative :class:`PerformancePartial` (the whole window so far), so a
+  receiver replaces rather than adds and a replayed batch changes nothing.
+
+Partials from every partition of a model are combined by
+:mod:`streams.merger`; both sides are pure code, the faust agents in
+:mod:`streams.app` move the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from detectors.classification import BinaryStats, MulticlassStats, positive_mask
+from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from detectors.regression import RegressionStats
+from detectors.sketch import CategoricalSketch, NumericSketch
+from schemas import ModelConfig, MonitorConfig, PredictionEvent
+from schemas.outputs import ALL_SEGMENTS, segment_key
+from streams.join import JoinedPair
+
+MICROS = 1_000_000
+
+LAG_EDGES_S: np.ndarray[Any, np.dtype[np.float64]] = np.concatenate(
+    ([0.0], np.geomspace(0.01, 90 * 86_400.0, 400))
+)
+"""Bin edges of the label-lag histogram: 0, then log-spaced 10 ms … 90 days.
+
+Neighbouring edges differ by under 5 %, so a lag percentile read from the
+histogram is within 5 % of the exact one; negative lags (a label stamped
+before its prediction) fall into the first bin.
+"""
+
+Stats = BinaryStats | MulticlassStats | RegressionStats
+Sketch = NumericSketch | CategoricalSketch
+ReferenceLoader = Callable[[str, str], ReferenceProfile | None]
+
+
+class WindowKey(NamedTuple):
+    """Identity of one window of one model version and segment."""
+
+    model_id: str
+    model_version: str
+    segment: str
+    window_start_us: int
+
+    def encode(self) -> list[Any]:
+        """JSON-ready form."""
+        return list(self)
+
+    @classmethod
+    def decode(cls, data: Sequence[Any]) -> WindowKey:
+        """Inverse of :meth:`encode`."""
+        model_id, model_version, segment, start = data
+        return cls(str(model_id), str(model_version), str(segment), int(start))
+
+
+def new_stats(model: ModelConfig) -> Stats:
+    """Empty performance statistics for a model's task."""
+    if model.task == "binary":
+        return BinaryStats()
+    if model.task == "multiclass":
+        return MulticlassStats(model.classes or ())
+    return RegressionStats()
+
+
+def stats_from_bytes(model: ModelConfig, data: bytes) -> Stats:
+    """Performance statistics of a model's task from their bytes."""
+    if model.task == "binary":
+        return BinaryStats.from_bytes(data)
+    if model.task == "multiclass":
+        return MulticlassStats.from_bytes(data)
+    return RegressionStats.from_bytes(data)
+
+
+def _numeric_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        # A string or another type where a number belongs: a schema violation of
+        # that one value, counted as missing rather than failing the batch.
+        return np.asarray(
+            [
+                float(value)
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else math.nan
+                for value in values
+            ],
+            dtype=np.float64,
+        )
+
+
+def _empty_sketch(profile: NumericProfile | CategoricalProfile) -> Sketch:
+    if isinstance(profile, NumericProfile):
+        return NumericSketch.empty(profile)
+    return CategoricalSketch.empty(profile)
+
+
+@dataclass
+class DriftAccumulator:
+    """Sketches of one drift window: every profiled feature and the prediction."""
+
+    reference: ReferenceProfile
+    features: dict[str, Sketch] = field(default_factory=dict)
+    prediction: Sketch | None = None
+    predictions: int = 0
+
+    @classmethod
+    def empty(cls, reference: ReferenceProfile) -> DriftAccumulator:
+        """No values yet, one sketch per profiled feature."""
+        return cls(
+            reference,
+            {name: _empty_sketch(profile) for name, profile in reference.features.items()},
+            None if reference.prediction is None else _empty_sketch(reference.prediction),
+        )
+
+    def update(self, events: Sequence[PredictionEvent]) -> None:
+        """Count a batch of predictions (one vectorised update per feature)."""
+        self.predictions += len(events)
+        for name, sketch in self.features.items():
+            column = [event.features.get(name) for event in events]
+            if isinstance(sketch, NumericSketch):
+                sketch.update(_numeric_column(column))
+            else:
+                sketch.update(column)
+        if self.prediction is not None:
+            predicted = [event.prediction for event in events]
+            if isinstance(self.prediction, NumericSketch):
+                self.prediction.update(_numeric_column(predicted))
+            else:
+                self.prediction.update(predicted)
+
+    def merge(self, other: DriftAccumulator) -> DriftAccumulator:
+        """Both windows' values (exact addition)."""
+        features: dict[str, Sketch] = {}
+        for name, sketch in self.features.items():
+            features[name] = sketch.merge(other.features[name])  # type: ignore[arg-type]
+        prediction = self.prediction
+        if prediction is not None and other.prediction is not None:
+            prediction = prediction.merge(other.prediction)  # type: ignore[arg-type]
+        return DriftAccumulator(
+            self.reference, features, prediction, self.predictions + other.predictions
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact form for shipping to the merger."""
+        document = {
+            "n": self.predictions,
+            "f": {name: sketch.to_bytes().hex() for name, sketch in self.features.items()},
+            "p": None if self.prediction is None else self.prediction.to_bytes().hex(),
+        }
+        return orjson.dumps(document)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, reference: ReferenceProfile) -> DriftAccumulator:
+        """Inverse of :meth:`to_bytes` against the same reference."""
+        document = orjson.loads(data)
+        features: dict[str, Sketch] = {}
+        for name, hexed in document["f"].items():
+            profile = reference.features[name]
+            raw = bytes.fromhex(hexed)
+            if isinstance(profile, NumericProfile):
+                features[name] = NumericSketch.from_bytes(raw, profile)
+            else:
+                features[name] = CategoricalSketch.from_bytes(raw, profile)
+        prediction: Sketch | None = None
+        if document["p"] is not None and reference.prediction is not None:
+            raw = bytes.fromhex(document["p"])
+            if isinstance(reference.prediction, NumericProfile):
+                prediction = NumericSketch.from_bytes(raw, reference.prediction)
+            else:
+                prediction = CategoricalSketch.from_bytes(raw, reference.prediction)
+        return cls(reference, features, prediction, int(document["n"]))
+
+
+@dataclass
+class PerformanceAccumulator:
+    """Labelled-prediction statistics of one performance window."""
+
+    stats: Stats
+    predictions: int = 0
+    lag_counts: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(LAG_EDGES_S.size, dtype=np.int64)
+    )
+
+    def add_pairs(self, model: ModelConfig, pairs: Sequence[JoinedPair]) -> None:
+        """Add joined (prediction, label) pairs of this window."""
+        if not pairs:
+            return
+        labels = [pair.label for pair in pairs]
+        predicted = [pair.prediction for pair in pairs]
+        stats = self.stats
+        if isinstance(stats, BinaryStats):
+            positive = 1 if model.positive_class is None else model.positive_class
+            key = str(positive)
+            scores = np.asarray(
+                [
+                    math.nan if pair.scores is None else pair.scores.get(key, math.nan)
+                    for pair in pairs
+                ],
+                dtype=np.float64,
+            )
+            stats.update(
+                positive_mask(labels, positive),
+                positive_mask(predicted, positive),
+                scores if np.isfinite(scores).any() else None,
+            )
+        elif isinstance(stats, MulticlassStats):
+            stats.update(labels, predicted)
+        else:
+            stats.update(_numeric_column(labels), _numeric_column(predicted))
+        lags = np.asarray([pair.label_lag_s for pair in pairs], dtype=np.float64)
+        slots = np.clip(np.searchsorted(LAG_EDGES_S, lags, side="right") - 1, 0, None)
+        self.lag_counts += np.bincount(slots, minlength=LAG_EDGES_S.size)
+
+    @property
+    def n_labelled(self) -> int:
+        """Labelled predictions in the window."""
+        return self.stats.n_labelled
+
+    def lag_percentile(self, q: float) -> float | None:
+        """Label-lag percentile in seconds (upper edge of its bin), None without labels."""
+        total = int(self.lag_counts.sum())
+        if total == 0:
+            return None
+        rank = math.ceil(q / 100.0 * total)
+        slot = int(np.searchsorted(np.cumsum(self.lag_counts), max(rank, 1)))
+        upper = LAG_EDGES_S[min(slot + 1, LAG_EDGES_S.size - 1)]
+        return float(upper)
+
+    def merge(self, other: PerformanceAccumulator) -> PerformanceAccumulator:
+        """Both windows' pairs (exact addition)."""
+        return PerformanceAccumulator(
+            self.stats.merge(other.stats),  # type: ignore[arg-type]
+            self.predictions + other.predictions,
+            self.lag_counts + other.lag_counts,
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact form for shipping to the merger."""
+        nonzero = np.flatnonzero(self.lag_counts)
+        return orjson.dumps(
+            {
+                "s": self.stats.to_bytes().hex(),
+                "n": self.predictions,
+                "l": [[int(i), int(self.lag_counts[i])] for i in nonzero],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, model: ModelConfig) -> PerformanceAccumulator:
+        """Inverse of :meth:`to_bytes`."""
+        document = orjson.loads(data)
+        lags = np.zeros(LAG_EDGES_S.size, dtype=np.int64)
+        for index, count in document["l"]:
+            lags[index] = count
+        return cls(stats_from_bytes(model, bytes.fromhex(document["s"])), int(document["n"]), lags)
+
+
+@dataclass(frozen=True)
+class DriftPartial:
+    """A closed drift window of one source partition.
+
+    ``payload`` holds the sketches (None when the version has no reference
+    profile); ``predictions`` the on-time predictions counted.
+    """
+
+    key: WindowKey
+    payload: bytes | None
+    predictions: int
+
+
+@dataclass(frozen=True)
+class PerformancePartial:
+    """A performance window of one source partition, cumulative so far."""
+
+    key: WindowKey
+    payload: bytes
+    final: bool
+
+
+@dataclass
+class WindowOutput:
+    """What one batch of a partition hands to the merger."""
+
+    drift: list[DriftPartial] = field(default_factory=list)
+    performance: list[PerformancePartial] = field(default_factory=list)
+    late: dict[WindowKey, int] = field(default_factory=dict)
+
+
+class PartitionWindows:
+    """Drift and performance windows of one source partition.
+
+    Parameters
+    ----------
+    config
+        The monitor configuration (models, windows, segments).
+    load_reference
+        ``(model_id, version) -> ReferenceProfile | None``; without a reference
+        a version still gets volume and performance, not drift.
+    """
+
+    def __init__(self, config: MonitorConfig, load_reference: ReferenceLoader) -> None:
+        self.config = config
+        self._load_reference = load_reference
+        self._references: dict[tuple[str, str], ReferenceProfile | None] = {}
+        self.drift: dict[WindowKey, DriftAccumulator] = {}
+        self.predictions_by_window: dict[WindowKey, int] = defaultdict(int)
+        self.performance: dict[WindowKey, PerformanceAccumulator] = {}
+        self.watermark_us: int | None = None
+        self.late: dict[WindowKey, int] = defaultdict(int)
+        self._dirty: set[WindowKey] = set()
+
+    def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
+        """The reference profile of a model version (cached)."""
+        key = (model_id, version)
+        if key not in self._references:
+            self._references[key] = self._load_reference(model_id, version)
+        return self._references[key]
+
+    def _model(self, model_id: str) -> ModelConfig:
+        model = self.config.model(model_id)
+        if model is None:
+            raise KeyError(f"model {model_id!r} is not configured")
+        return model
+
+    def _keys(self, model: ModelConfig, event: PredictionEvent) -> list[WindowKey]:
+        size = int(model.window.size.total_seconds() * MICROS)
+        moment = int(event.timestamp.timestamp() * MICROS)
+        start = moment - moment % size
+        keys = [WindowKey(model.id, event.model_version, ALL_SEGMENTS, start)]
+        if model.segment_by:
+            segment = segment_key(event.segment, tuple(model.segment_by))
+            keys.append(WindowKey(model.id, event.model_version, segment, start))
+        return keys
+
+    def closes_at_us(self, model: ModelConfig, key: WindowKey) -> int:
+        """Watermark at which a drift window closes."""
+        size = int(model.window.size.total_seconds() * MICROS)
+        lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        return key.window_start_us + size + lateness
+
+    def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:
+        """Whether this partition's drift window has closed."""
+        return self.watermark_us is not None and self.watermark_us >= self.closes_at_us(model, key)
+
+    def add_predictions(self, events: Iterable[PredictionEvent]) -> None:
+        """Count a batch of predictions into their windows."""
+        grouped: dict[WindowKey, list[PredictionEvent]] = defaultdict(list)
+        for event in events:
+            model = self._model(event.model_id)
+            for key in self._keys(model, event):
+                if self.is_closed(model, key):
+                    # Too late for drift, still a prediction labels may join.
+                    self.late[key] += 1
+                    self._count_for_performance(model, key, 1)
+                else:
+                    grouped[key].append(event)
+        for key, batch in grouped.items():
+            self.predictions_by_window[key] += len(batch)
+            self._count_for_performance(self._model(key.model_id), key, len(batch))
+            reference = self.reference(key.model_id, key.model_version)
+            if reference is None:
+                continue
+            accumulator = self.drift.get(key)
+            if accumulator is None:
+                accumulator = self.drift[key] = DriftAccumulator.empty(reference)
+            accumulator.update(batch)
+        for batch in grouped.values():
+            newest = max(int(event.timestamp.timestamp() * MICROS) for event in batch)
+            if self.watermark_us is None or newest > self.watermark_us:
+                self.watermark_us = newest
+
+    def _count_for_performance(self, model: ModelConfig, key: WindowKey, count: int) -> None:
+        perf = self.performance.get(key)
+        if perf is None:
+            perf = self.performance[key] = PerformanceAccumulator(new_stats(model))
+        perf.predictions += count
+        self._dirty.add(key)
+
+    def add_pairs(self, pairs: Iterable[JoinedPair]) -> None:
+        """Add joined pairs to their performance windows."""
+        grouped: dict[WindowKey, list[JoinedPair]] = defaultdict(list)
+        for pair in pairs:
+            model = self._model(pair.model_id)
+            keys = [
+                WindowKey(pair.model_id, pair.model_version, ALL_SEGMENTS, pair.window_start_us)
+            ]
+            if model.segment_by:
+                segment = segment_key(pair.segment, tuple(model.segment_by))
+                keys.append(
+                    WindowKey(pair.model_id, pair.model_version, segment, pair.window_start_us)
+                )
+            for key in keys:
+                grouped[key].append(pair)
+        for key, batch in grouped.items():
+            model = self._model(key.model_id)
+            perf = self.performance.get(key)
+            if perf is None:
+                perf = self.performance[key] = PerformanceAccumulator(new_stats(model))
+            perf.add_pairs(model, batch)
+            self._dirty.add(key)
+
+    def collect(self, join_watermark_us: int | None) -> WindowOutput:
+        """Close what the watermarks passed and hand out partials.
+
+        Drift windows past the partition's watermark leave the state as
+        :class:`DriftPartial`; performance windows that changed since the last
+        call (or whose horizon passed, as final) are handed out cumulatively.
+        """
+        output = WindowOutput()
+        closed = [
+            key
+            for key in self.predictions_by_window
+            if self.is_closed(self._model(key.model_id), key)
+        ]
+        for key in closed:
+            predictions = self.predictions_by_window.pop(key)
+            accumulator = self.drift.pop(key, None)
+            payload = None if accumulator is None else accumulator.to_bytes()
+            output.drift.append(DriftPartial(key, payload, predictions))
+        if self.late:
+            output.late = dict(self.late)
+        for key in list(self.performance):
+            model = self._model(key.model_id)
+            size = int(model.window.size.total_seconds() * MICROS)
+            horizon = int(model.window.label_horizon.total_seconds() * MICROS)
+            final = (
+                join_watermark_us is not None
+                and join_watermark_us > key.window_start_us + size + horizon
+            )
+            if final or key in self._dirty:
+                perf = self.performance[key]
+                output.performance.append(PerformancePartial(key, perf.to_bytes(), final))
+                if final:
+                    self.performance.pop(key)
+                    self.late.pop(key, None)
+        self._dirty.clear()
+        return output
+
+    def snapshot(self) -> dict[str, Any]:
+        """Checkpointable state (see :meth:`restore`)."""
+        return {
+            "watermark": self.watermark_us,
+            "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
+            "counts": [[key.encode(), n] for key, n in self.predictions_by_window.items()],
+            "perf": [
+                [key.encode(), acc.to_bytes().decode()] for key, acc in self.performance.items()
+            ],
+            "late": [[key.encode(), n] for key, n in self.late.items()],
+        }
+
+    def restore(self, document: Mapping[str, Any]) -> None:
+        """Load what :meth:`snapshot` wrote."""
+        self.watermark_us = document["watermark"]
+        self.drift = {}
+        for raw_key, payload in document["drift"]:
+            key = WindowKey.decode(raw_key)
+            reference = self.reference(key.model_id, key.model_version)
+            if reference is not None:
+                self.drift[key] = DriftAccumulator.from_bytes(payload.encode(), reference)
+        self.predictions_by_window = defaultdict(
+            int, {WindowKey.decode(k): int(n) for k, n in document["counts"]}
+        )
+        self.performance = {
+            WindowKey.decode(k): PerformanceAccumulator.from_bytes(
+                payload.encode(), self._model(WindowKey.decode(k).model_id)
+            )
+            for k, payload in document["perf"]
+        }
+        self.late = defaultdict(int, {WindowKey.decode(k): int(n) for k, n in document["late"]})
