@@ -290,6 +290,7 @@ def build_app(
     batch_within_s: float = 0.5,
 ) -> tuple[faust.App, Worker]:
     """The faust app of a worker and the state it drives."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         "driftline",
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],

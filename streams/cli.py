@@ -9,17 +9,22 @@ non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import faust
 from rich.console import Console
+from rich.progress import Progress
 
 from schemas import ConfigError, DriftlineSettings, MonitorConfig, load_config
 from schemas.config import format_duration
+from streams.app import build_app
 from streams.compare import run_compare
 from streams.demo import run_demo
+from streams.reference import ReferenceBuildError, build_reference
 from streams.topics import TopicError, ensure_topics
 
 EXIT_OK = 0
@@ -154,6 +159,72 @@ def compare_command(args: argparse.Namespace, console: Console) -> int:
     )
 
 
+def _load_or_report(path: str, console: Console) -> MonitorConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            console.print(f"{path}: {error}", highlight=False, markup=False)
+        return None
+
+
+def reference_command(args: argparse.Namespace, console: Console) -> int:
+    """Build a reference profile and write it as JSON."""
+    model = None
+    if args.config:
+        config = _load_or_report(args.config, console)
+        if config is None:
+            return EXIT_INVALID
+        model = config.model(args.model)
+        if model is None:
+            console.print(
+                f"driftline reference: model {args.model!r} is not in {args.config}",
+                highlight=False,
+                markup=False,
+            )
+            return EXIT_INVALID
+    try:
+        with Progress(console=console, transient=True) as progress:
+            reference = build_reference(
+                Path(args.data),
+                args.model,
+                args.model_version,
+                model=model,
+                target=args.target,
+                prediction=args.prediction,
+                score=args.score,
+                progress=progress,
+            )
+    except ReferenceBuildError as exc:
+        console.print(f"driftline reference: {exc}", highlight=False, markup=False)
+        return EXIT_INVALID
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(reference.to_json(), encoding="utf-8")
+    console.print(
+        f"wrote {output}: {len(reference.features)} features, "
+        f"baseline {dict(reference.baseline) or 'none'}",
+        highlight=False,
+        markup=False,
+    )
+    return EXIT_OK
+
+
+def worker_command(args: argparse.Namespace, console: Console) -> int:
+    """Run a faust worker until it is stopped."""
+    config = _load_or_report(args.config, console)
+    if config is None:
+        return EXIT_INVALID
+    settings = DriftlineSettings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app, _ = build_app(settings, config, Path(args.config).resolve().parent)
+    faust_worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    faust_worker.execute_from_commandline()
+    return EXIT_OK
+
+
 def _not_yet(name: str) -> Handler:
     def handler(args: argparse.Namespace, console: Console) -> int:
         console.print(
@@ -186,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="monitor configuration (YAML)")
 
-    worker = command("worker", "Run a stream-processing worker.", _not_yet("worker"))
+    worker = command("worker", "Run a stream-processing worker.", worker_command)
     worker.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
 
     topics = command("topics", "Manage driftline's Kafka topics.", topics_command)
@@ -194,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("-c", "--config", required=True, help="monitor configuration (YAML)")
 
     reference = command(
-        "reference", "Build a reference profile from a data set.", _not_yet("reference")
+        "reference", "Build a reference profile from a data set.", reference_command
     )
     reference.add_argument("action", choices=["build"])
     reference.add_argument("--model", required=True)
@@ -204,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--prediction")
     reference.add_argument("--score")
     reference.add_argument("-o", "--output", required=True)
+    reference.add_argument("-c", "--config", help="monitor configuration: features, task, metrics")
 
     replay = command("replay", "Produce recorded events into the topics.", _not_yet("replay"))
     replay.add_argument("--predictions", required=True)

@@ -21,6 +21,7 @@ import numpy as np
 PLANS = ("basic", "standard", "gold", "platinum")
 DEVICES = ("ios", "android", "web")
 REGIONS = ("eu", "us", "apac")
+COUNTRIES = ("de", "fr", "es", "it", "us", "ca", "jp", "au")
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b"{not json",
@@ -124,6 +125,10 @@ def generate(config: ScenarioConfig) -> Scenario:
     devices = rng.choice(3, size=n, p=[0.45, 0.35, 0.2])
     regions = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
     missing_login = rng.random(n) < 0.02
+    sessions = rng.poisson(12.0, size=n)
+    discount = np.round(rng.beta(2.0, 8.0, size=n) * 100, 1)
+    missing_discount = rng.random(n) < 0.05
+    countries = rng.choice(8, size=n, p=[0.2, 0.15, 0.1, 0.1, 0.2, 0.1, 0.1, 0.05])
 
     # The model the serving app runs; the world it was trained on.
     model_logit = -1.0 - 0.04 * tenure + 0.03 * (monthly - 70) + 0.5 * support_calls
@@ -159,6 +164,9 @@ def generate(config: ScenarioConfig) -> Scenario:
                     "age": round(float(age[index]), 1),
                     "plan": PLANS[plans[index]],
                     "device": DEVICES[devices[index]],
+                    "sessions_30d": int(sessions[index]),
+                    "discount_pct": None if missing_discount[index] else float(discount[index]),
+                    "country": COUNTRIES[countries[index]],
                 },
                 "prediction": predicted,
                 "scores": {
