@@ -140,9 +140,36 @@ class Worker:
         self.config = config
         self.references = ReferenceStore(config, config_dir)
         self.checkpoints = Path(settings.data_dir) / "checkpoints"
+        self.partitions = partitions
         self.processors: dict[int, PartitionProcessor] = {}
-        self.merger = WindowMerger(config, self.references, partitions)
+        self.mergers: dict[int, WindowMerger] = {}
         self.sink = sink or make_sink(settings)
+
+    def forget(self, topic: str, partitions: set[int]) -> None:
+        """Drop in-memory state of revoked partitions; their checkpoints stay on disk.
+
+        When a partition comes back (to this worker or another) its state is
+        read from the checkpoint, never from a copy that another worker may
+        have moved past in the meantime.
+        """
+        if topic in (self.settings.topic_predictions, self.settings.topic_labels):
+            for partition in partitions:
+                self.processors.pop(partition, None)
+        elif topic == self.settings.topic_partials:
+            for partition in partitions:
+                self.mergers.pop(partition, None)
+
+    def merger(self, partition: int) -> WindowMerger:
+        """The merger of a partials partition, restored from its checkpoint if any."""
+        merger = self.mergers.get(partition)
+        if merger is None:
+            merger = WindowMerger(self.config, self.references, self.partitions)
+            path = self.checkpoints / f"merger-{partition}.json"
+            if path.exists():
+                merger.restore(orjson.loads(path.read_bytes()))
+                log.info("merger of partials partition %d restored from %s", partition, path)
+            self.mergers[partition] = merger
+        return merger
 
     def processor(self, partition: int) -> PartitionProcessor:
         """The processor of a partition, restored from its checkpoint if any."""
@@ -234,44 +261,53 @@ class Worker:
             self.checkpoint(partition)
         return dead, partials
 
-    def merge(self, values: list[bytes]) -> int:
-        """Apply partial messages; write and flush the ready points. Returns points written."""
-        for value in values:
-            message = orjson.loads(value)
-            source = int(message["source"])
-            kind = message["kind"]
-            if kind == "drift":
-                payload = message["payload"]
-                self.merger.add_drift(
-                    source,
-                    DriftPartial(
-                        WindowKey.decode(message["key"]),
-                        None if payload is None else payload.encode(),
-                        int(message["predictions"]),
-                    ),
-                )
-            elif kind == "performance":
-                self.merger.add_performance(
-                    source,
-                    PerformancePartial(
-                        WindowKey.decode(message["key"]),
-                        message["payload"].encode(),
-                        bool(message["final"]),
-                    ),
-                )
-            elif kind == "watermark":
-                if "late" in message:
-                    self.merger.add_late(
-                        source, {WindowKey.decode(k): int(n) for k, n in message["late"]}
-                    )
-                self.merger.add_watermark(source, message["model"], message["watermark"])
-            else:
-                log.warning("unknown partial kind %r from partition %d ignored", kind, source)
-        return self.emit()
+    def merge(self, messages: list[tuple[int, bytes]]) -> int:
+        """Apply partial messages ``(partials partition, value)``; flush ready points."""
+        touched: set[int] = set()
+        for partition, value in messages:
+            self._apply_partial(self.merger(partition), orjson.loads(value))
+            touched.add(partition)
+        written = self.emit()
+        for partition in touched:
+            write_atomically(
+                self.checkpoints / f"merger-{partition}.json",
+                orjson.dumps(self.mergers[partition].snapshot()),
+            )
+        return written
+
+    @staticmethod
+    def _apply_partial(merger: WindowMerger, message: dict[str, Any]) -> None:
+        source = int(message["source"])
+        kind = message["kind"]
+        if kind == "drift":
+            payload = message["payload"]
+            merger.add_drift(
+                source,
+                DriftPartial(
+                    WindowKey.decode(message["key"]),
+                    None if payload is None else payload.encode(),
+                    int(message["predictions"]),
+                ),
+            )
+        elif kind == "performance":
+            merger.add_performance(
+                source,
+                PerformancePartial(
+                    WindowKey.decode(message["key"]),
+                    message["payload"].encode(),
+                    bool(message["final"]),
+                ),
+            )
+        elif kind == "watermark":
+            if "late" in message:
+                merger.add_late(source, {WindowKey.decode(k): int(n) for k, n in message["late"]})
+            merger.add_watermark(source, message["model"], message["watermark"])
+        else:
+            log.warning("unknown partial kind %r from partition %d ignored", kind, source)
 
     def emit(self) -> int:
         """Evaluate ready windows and flush the sink."""
-        ready = self.merger.evaluate()
+        ready = [point for merger in self.mergers.values() for point in merger.evaluate()]
         if ready:
             self.sink.add(ready)
         try:
@@ -335,12 +371,21 @@ def build_app(
 
     async def merge(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(batch_size, within=batch_within_s):
-            worker.merge([e.message.value for e in events])
+            worker.merge([(e.message.partition, e.message.value) for e in events])
             yield None
 
     async def tick() -> None:
         worker.emit()
 
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = set(args[0]) if args else set(kwargs.get("revoked", ()))
+        by_topic: dict[str, set[int]] = defaultdict(set)
+        for tp in revoked:
+            by_topic[tp.topic].add(tp.partition)
+        for topic, numbers in by_topic.items():
+            worker.forget(topic, numbers)
+
+    app.on_partitions_revoked.connect(on_revoked)
     app.agent(inputs, name="driftline.ingest")(ingest)
     app.agent(partials, name="driftline.merge")(merge)
     app.timer(1.0)(tick)

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
 from detectors.quality import data_quality
@@ -113,10 +114,72 @@ class WindowMerger:
         self._drift: dict[WindowKey, _DriftSlot] = {}
         self._performance: dict[WindowKey, _PerformanceSlot] = {}
         self._late: dict[WindowKey, dict[int, int]] = defaultdict(dict)
-        self._closed: dict[WindowKey, int] = {}
+        self._closed: dict[WindowKey, tuple[int, frozenset[int]]] = {}
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._heard: dict[int, float] = {}
         self.results: list[DriftWindowResult] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        """Checkpointable state (see :meth:`restore`); silence timers restart on restore."""
+
+        def partial_drift(partial: DriftPartial) -> list[Any]:
+            payload = None if partial.payload is None else partial.payload.decode()
+            return [payload, partial.predictions]
+
+        return {
+            "drift": [
+                [key.encode(), [[s, partial_drift(p)] for s, p in slot.partials.items()]]
+                for key, slot in self._drift.items()
+            ],
+            "performance": [
+                [
+                    key.encode(),
+                    [[s, p.payload.decode(), p.final] for s, p in slot.partials.items()],
+                    slot.pending,
+                ]
+                for key, slot in self._performance.items()
+            ],
+            "late": [
+                [key.encode(), list(by_source.items())] for key, by_source in self._late.items()
+            ],
+            "closed": [
+                [key.encode(), predictions, sorted(sources)]
+                for key, (predictions, sources) in self._closed.items()
+            ],
+            "watermarks": {model: list(marks.items()) for model, marks in self._watermarks.items()},
+        }
+
+    def restore(self, document: dict[str, Any]) -> None:
+        """Load what :meth:`snapshot` wrote."""
+        now = self.clock()
+        self._drift = {}
+        for raw_key, partials in document["drift"]:
+            key = WindowKey.decode(raw_key)
+            slot = _DriftSlot(first_seen=now)
+            for source, (payload, predictions) in partials:
+                encoded = None if payload is None else payload.encode()
+                slot.partials[int(source)] = DriftPartial(key, encoded, int(predictions))
+            self._drift[key] = slot
+        self._performance = {}
+        for raw_key, partials, pending in document["performance"]:
+            key = WindowKey.decode(raw_key)
+            perf_slot = _PerformanceSlot(pending=bool(pending))
+            for source, payload, final in partials:
+                perf_slot.partials[int(source)] = PerformancePartial(
+                    key, payload.encode(), bool(final)
+                )
+            self._performance[key] = perf_slot
+        self._late = defaultdict(dict)
+        for raw_key, by_source in document["late"]:
+            self._late[WindowKey.decode(raw_key)] = {int(s): int(n) for s, n in by_source}
+        self._closed = {
+            WindowKey.decode(raw_key): (int(predictions), frozenset(int(s) for s in sources))
+            for raw_key, predictions, sources in document["closed"]
+        }
+        self._watermarks = defaultdict(dict)
+        for model, marks in document["watermarks"].items():
+            self._watermarks[model] = {int(s): int(w) for s, w in marks}
+        self._heard = dict.fromkeys(range(self.partitions), now)
 
     def _model(self, model_id: str) -> ModelConfig:
         model = self.config.model(model_id)
@@ -135,7 +198,10 @@ class WindowMerger:
     def add_drift(self, source: int, partial: DriftPartial) -> None:
         """A drift window closed by a source partition."""
         self._heard[source] = self.clock()
-        if partial.key in self._closed:
+        closed = self._closed.get(partial.key)
+        if closed is not None and source in closed[1]:
+            return  # a replay of a partial already evaluated
+        if closed is not None:
             log.warning(
                 "drift partial for %s from partition %d after the window was evaluated; "
                 "its %d predictions count as late",
@@ -191,7 +257,7 @@ class WindowMerger:
         for key in sorted(ready):
             drift_slot = self._drift.pop(key)
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
-            self._closed[key] = result.predictions
+            self._closed[key] = (result.predictions, frozenset(drift_slot.partials))
             self.results.append(result)
             output.extend(result.points)
         for key, slot in list(self._performance.items()):
@@ -374,6 +440,6 @@ class WindowMerger:
                 )
             )
         if key in self._closed:
-            on_time = self._closed[key]
+            on_time = self._closed[key][0]
             out.append(self._volume(key, start, on_time, labels=labelled))
         return out

@@ -384,3 +384,46 @@ def test_one_worker_matches_an_offline_computation(
     finally:
         _stop(worker)
     assert worker.returncode == 0, (pipeline.workdir / "worker.log").read_text()[-3000:]
+
+
+def test_two_workers_give_the_same_points(
+    pipeline: Run, victoria_metrics_url: str, kafka_bootstrap: str
+) -> None:
+    windows = _expected_windows(pipeline)
+    workers = [_start_worker(pipeline, "worker-a"), _start_worker(pipeline, "worker-b")]
+    try:
+        _wait_for(pipeline, victoria_metrics_url, windows, workers, timeout=180)
+        time.sleep(3)
+        _check_points(pipeline, victoria_metrics_url, windows)
+        _check_dead_letters(pipeline, kafka_bootstrap)
+        logs = [(pipeline.workdir / f"worker-{n}.log").read_text() for n in "ab"]
+        # Both workers took part: each one processed partitions of its own.
+        assert all("restored from" in log or "loaded reference" in log for log in logs)
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
+def test_a_killed_worker_resumes_without_loss_or_double_counting(
+    pipeline: Run, victoria_metrics_url: str, kafka_bootstrap: str
+) -> None:
+    windows = _expected_windows(pipeline)
+    first = _start_worker(pipeline, "worker-1")
+    try:
+        checkpoints = pipeline.workdir / "data" / "checkpoints"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(list(checkpoints.glob("partition-*.bin"))) < 2:
+            time.sleep(0.05)
+        assert list(checkpoints.glob("partition-*.bin")), "the worker never checkpointed"
+    finally:
+        first.kill()  # no clean shutdown: state is whatever the last checkpoint holds
+        first.wait(10)
+    second = _start_worker(pipeline, "worker-2")
+    try:
+        _wait_for(pipeline, victoria_metrics_url, windows, [second], timeout=180)
+        time.sleep(3)
+        _check_points(pipeline, victoria_metrics_url, windows)
+        _check_dead_letters(pipeline, kafka_bootstrap)
+        assert "restored from" in (pipeline.workdir / "worker-2.log").read_text()
+    finally:
+        _stop(second)
