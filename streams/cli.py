@@ -19,12 +19,14 @@ import faust
 from rich.console import Console
 from rich.progress import Progress
 
-from schemas import ConfigError, DriftlineSettings, MonitorConfig, load_config
+from schemas import ConfigError, DriftlineSettings, InvalidEvent, MonitorConfig, load_config
 from schemas.config import format_duration
 from streams.app import build_app
 from streams.compare import run_compare
 from streams.demo import run_demo
+from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
+from streams.replay import ReplayError, ReplayReport, count_events, read_events, validate
 from streams.topics import TopicError, ensure_topics
 
 EXIT_OK = 0
@@ -225,6 +227,42 @@ def worker_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def replay_command(args: argparse.Namespace, console: Console) -> int:
+    """Validate and produce recorded predictions (and labels) with a progress bar."""
+    settings = DriftlineSettings()
+    producer = EventProducer(settings)
+    files = [("predictions", Path(args.predictions), settings.topic_predictions)]
+    if args.labels:
+        files.append(("labels", Path(args.labels), settings.topic_labels))
+    report = ReplayReport()
+    try:
+        with Progress(console=console) as progress:
+            for kind, path, topic in files:
+                task = progress.add_task(f"{kind} from {path.name}", total=count_events(path))
+                for number, raw in read_events(path, kind):
+                    try:
+                        key = validate(kind, raw, settings.limits)
+                    except InvalidEvent as exc:
+                        report.invalid.append((number, f"{path.name}:{number}: {exc.reason}"))
+                    else:
+                        producer.send_raw(topic, key, raw)
+                        report.sent += 1
+                    progress.advance(task)
+        producer.flush()
+    except (ReplayError, DeliveryError) as exc:
+        console.print(f"driftline replay: {exc}", highlight=False, markup=False)
+        return EXIT_INVALID
+    console.print(f"sent {report.sent:,} events", highlight=False, markup=False)
+    if report.invalid:
+        console.print(
+            f"{len(report.invalid):,} invalid events were not sent:", highlight=False, markup=False
+        )
+        for _, reason in report.invalid[:20]:
+            console.print(f"  {reason}", highlight=False, markup=False)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def _not_yet(name: str) -> Handler:
     def handler(args: argparse.Namespace, console: Console) -> int:
         console.print(
@@ -277,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("-o", "--output", required=True)
     reference.add_argument("-c", "--config", help="monitor configuration: features, task, metrics")
 
-    replay = command("replay", "Produce recorded events into the topics.", _not_yet("replay"))
+    replay = command("replay", "Produce recorded events into the topics.", replay_command)
     replay.add_argument("--predictions", required=True)
     replay.add_argument("--labels")
 
