@@ -251,10 +251,15 @@ class Worker:
             late_by_model: dict[str, list[list[Any]]] = defaultdict(list)
             for key, count in windows.late.items():
                 late_by_model[key.model_id].append([key.encode(), count])
+            dead_by_model: dict[str, list[list[Any]]] = defaultdict(list)
+            for key, count in windows.dead_letters.items():
+                dead_by_model[key.model_id].append([key.encode(), count])
             for model in self.config.models:
                 body: dict[str, Any] = {"watermark": result.watermark_us}
                 if model.id in late_by_model:
                     body["late"] = late_by_model[model.id]
+                if model.id in dead_by_model:
+                    body["dead"] = dead_by_model[model.id]
                 partials.append(
                     (model.id.encode(), encode_partial("watermark", partition, model.id, body))
                 )
@@ -299,6 +304,10 @@ class Worker:
                 ),
             )
         elif kind == "watermark":
+            if "dead" in message:
+                merger.add_dead_letters(
+                    source, {WindowKey.decode(k): int(n) for k, n in message["dead"]}
+                )
             if "late" in message:
                 merger.add_late(source, {WindowKey.decode(k): int(n) for k, n in message["late"]})
             merger.add_watermark(source, message["model"], message["watermark"])

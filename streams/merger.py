@@ -114,6 +114,7 @@ class WindowMerger:
         self._drift: dict[WindowKey, _DriftSlot] = {}
         self._performance: dict[WindowKey, _PerformanceSlot] = {}
         self._late: dict[WindowKey, dict[int, int]] = defaultdict(dict)
+        self._dead: dict[WindowKey, dict[int, int]] = defaultdict(dict)
         self._closed: dict[WindowKey, tuple[int, frozenset[int]]] = {}
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._heard: dict[int, float] = {}
@@ -141,6 +142,9 @@ class WindowMerger:
             ],
             "late": [
                 [key.encode(), list(by_source.items())] for key, by_source in self._late.items()
+            ],
+            "dead": [
+                [key.encode(), list(by_source.items())] for key, by_source in self._dead.items()
             ],
             "closed": [
                 [key.encode(), predictions, sorted(sources)]
@@ -172,6 +176,9 @@ class WindowMerger:
         self._late = defaultdict(dict)
         for raw_key, by_source in document["late"]:
             self._late[WindowKey.decode(raw_key)] = {int(s): int(n) for s, n in by_source}
+        self._dead = defaultdict(dict)
+        for raw_key, by_source in document.get("dead", []):
+            self._dead[WindowKey.decode(raw_key)] = {int(s): int(n) for s, n in by_source}
         self._closed = {
             WindowKey.decode(raw_key): (int(predictions), frozenset(int(s) for s in sources))
             for raw_key, predictions, sources in document["closed"]
@@ -220,6 +227,11 @@ class WindowMerger:
         """Cumulative late-prediction counts of a source partition."""
         for key, count in late.items():
             self._late[key][source] = count
+
+    def add_dead_letters(self, source: int, dead: dict[WindowKey, int]) -> None:
+        """Cumulative dead-letter counts of a source partition, by window."""
+        for key, count in dead.items():
+            self._dead[key][source] = count
 
     def add_performance(self, source: int, partial: PerformancePartial) -> None:
         """A cumulative performance window of a source partition."""
@@ -272,6 +284,7 @@ class WindowMerger:
                 self._performance.pop(key)
                 self._closed.pop(key, None)
                 self._late.pop(key, None)
+                self._dead.pop(key, None)
         return output
 
     def _evaluate_drift(self, key: WindowKey, partials: list[DriftPartial]) -> DriftWindowResult:
@@ -388,7 +401,7 @@ class WindowMerger:
             predictions=predictions,
             labels=labels,
             late_predictions=late,
-            dead_letters=0,
+            dead_letters=sum(self._dead.get(key, {}).values()),
             window_start=start,
         )
 

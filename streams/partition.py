@@ -87,6 +87,7 @@ class PartitionProcessor:
         )
         self.windows = PartitionWindows(config, load_reference)
         self.dead_letter_reasons: Counter[str] = Counter()
+        self.unattributed_dead_letters = 0
 
     def _screen(
         self,
@@ -176,11 +177,35 @@ class PartitionProcessor:
             )
         self.windows.add_predictions(typed_predictions)
         self.windows.add_pairs(pairs)
+        for letter in result.dead_letters:
+            self._attribute(letter)
         result.windows = self.windows.collect(self.join.watermark_us)
         result.watermark_us = self.windows.watermark_us
         result.predictions = len(typed_predictions)
         result.labels = len(typed_labels)
         return result
+
+    def _attribute(self, letter: DeadLetter) -> None:
+        """Count a dead letter in its model's window when the message says which."""
+        try:
+            document = orjson.loads(letter.original_bytes())
+            model_id = document["model_id"]
+            version = document.get("model_version", "")
+            moment = datetime.fromisoformat(document["timestamp"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            self.unattributed_dead_letters += 1
+            return
+        if (
+            not isinstance(model_id, str)
+            or not isinstance(version, str)
+            or not version
+            or moment.tzinfo is None
+            or model_id not in self.policies
+            or moment > letter.received_at + self.max_future
+        ):
+            self.unattributed_dead_letters += 1
+            return
+        self.windows.count_dead_letter(model_id, version, int(moment.timestamp() * 1_000_000))
 
     def to_bytes(self) -> bytes:
         """Checkpoint: join state, open windows, offsets."""

@@ -306,6 +306,7 @@ class WindowOutput:
     drift: list[DriftPartial] = field(default_factory=list)
     performance: list[PerformancePartial] = field(default_factory=list)
     late: dict[WindowKey, int] = field(default_factory=dict)
+    dead_letters: dict[WindowKey, int] = field(default_factory=dict)
 
 
 class PartitionWindows:
@@ -329,6 +330,7 @@ class PartitionWindows:
         self.performance: dict[WindowKey, PerformanceAccumulator] = {}
         self.watermark_us: int | None = None
         self.late: dict[WindowKey, int] = defaultdict(int)
+        self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
 
     def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
@@ -391,6 +393,18 @@ class PartitionWindows:
             if self.watermark_us is None or newest > self.watermark_us:
                 self.watermark_us = newest
 
+    def count_dead_letter(self, model_id: str, model_version: str, moment_us: int) -> None:
+        """Count a refused message in the volume of its window (``all`` segment)."""
+        model = self.config.model(model_id)
+        if model is None:
+            return
+        size = int(model.window.size.total_seconds() * MICROS)
+        key = WindowKey(model_id, model_version, ALL_SEGMENTS, moment_us - moment_us % size)
+        self.dead_letters[key] += 1
+        self._dirty.add(key)
+        if key not in self.performance:
+            self.performance[key] = PerformanceAccumulator(new_stats(model))
+
     def _count_for_performance(self, model: ModelConfig, key: WindowKey, count: int) -> None:
         perf = self.performance.get(key)
         if perf is None:
@@ -441,6 +455,8 @@ class PartitionWindows:
             output.drift.append(DriftPartial(key, payload, predictions))
         if self.late:
             output.late = dict(self.late)
+        if self.dead_letters:
+            output.dead_letters = dict(self.dead_letters)
         for key in list(self.performance):
             model = self._model(key.model_id)
             size = int(model.window.size.total_seconds() * MICROS)
@@ -455,6 +471,7 @@ class PartitionWindows:
                 if final:
                     self.performance.pop(key)
                     self.late.pop(key, None)
+                    self.dead_letters.pop(key, None)
         self._dirty.clear()
         return output
 
@@ -468,6 +485,7 @@ class PartitionWindows:
                 [key.encode(), acc.to_bytes().decode()] for key, acc in self.performance.items()
             ],
             "late": [[key.encode(), n] for key, n in self.late.items()],
+            "dead": [[key.encode(), n] for key, n in self.dead_letters.items()],
         }
 
     def restore(self, document: Mapping[str, Any]) -> None:
@@ -489,3 +507,6 @@ class PartitionWindows:
             for k, payload in document["perf"]
         }
         self.late = defaultdict(int, {WindowKey.decode(k): int(n) for k, n in document["late"]})
+        self.dead_letters = defaultdict(
+            int, {WindowKey.decode(k): int(n) for k, n in document.get("dead", [])}
+        )

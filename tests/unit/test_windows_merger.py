@@ -1,0 +1,237 @@
+"""Partition windows and the merger: pure tests with hand-built traffic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from detectors.registry import run_drift
+from detectors.sketch import empty_sketch
+from schemas import DEFAULT_LIMITS, MonitorConfig
+from streams.decode import RawMessage
+from streams.merger import WindowMerger
+from streams.partition import PartitionProcessor
+from streams.points import Point
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+rng = np.random.default_rng(5)
+REFERENCE = ReferenceProfile(
+    "churn",
+    "1",
+    features={
+        "x": NumericProfile.build(rng.normal(0, 1, 5000), bins=256),
+        "plan": CategoricalProfile.build(["a", "b", "b", "c"] * 500),
+    },
+)
+CONFIG = MonitorConfig.model_validate(
+    {
+        "models": [
+            {
+                "id": "churn",
+                "task": "binary",
+                "reference": "ref.json",
+                "segment_by": ["region"],
+                "window": {"size": 60, "allowed_lateness": 10, "label_horizon": 600},
+                "drift": {"min_samples": 5, "numeric_methods": ["ks"],
+                          "categorical_methods": ["chi2"]},
+                "performance": {"metrics": ["accuracy"], "min_labelled": 1},
+                "features": [{"name": "x", "kind": "numeric"},
+                             {"name": "plan", "kind": "categorical"}],
+            }
+        ]
+    }
+)  # fmt: skip
+
+
+def load(model_id: str, version: str) -> ReferenceProfile | None:
+    return REFERENCE if (model_id, version) == ("churn", "1") else None
+
+
+def prediction(pid: str, second: float, x: float, plan: str = "a", region: str = "eu") -> bytes:
+    return orjson.dumps(
+        {"prediction_id": pid, "model_id": "churn", "model_version": "1",
+         "timestamp": (T0 + timedelta(seconds=second)).isoformat(),
+         "features": {"x": x, "plan": plan}, "prediction": 1, "scores": {"1": 0.8},
+         "segment": {"region": region}}
+    )  # fmt: skip
+
+
+def label(pid: str, second: float, value: int) -> bytes:
+    return orjson.dumps(
+        {"prediction_id": pid, "model_id": "churn", "label": value,
+         "timestamp": (T0 + timedelta(seconds=second)).isoformat()}
+    )  # fmt: skip
+
+
+class Partition:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.offsets = {"p": 0, "l": 0}
+        self.processor = PartitionProcessor(
+            number, CONFIG, load, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+        )
+
+    def messages(self, topic: str, values: list[bytes]) -> list[RawMessage]:
+        out = []
+        for value in values:
+            try:
+                key = str(orjson.loads(value)["prediction_id"]).encode()
+            except (orjson.JSONDecodeError, KeyError):
+                key = b"unparseable"
+            out.append(RawMessage(topic, self.number, self.offsets[topic], key, value))
+            self.offsets[topic] += 1
+        return out
+
+
+def feed(merger: WindowMerger, part: Partition, messages: list[RawMessage]) -> Any:
+    result = part.processor.process(messages, now=T0 + timedelta(days=1))
+    for drift in result.windows.drift:
+        merger.add_drift(part.number, drift)
+    for perf in result.windows.performance:
+        merger.add_performance(part.number, perf)
+    merger.add_late(part.number, result.windows.late)
+    merger.add_dead_letters(part.number, result.windows.dead_letters)
+    merger.add_watermark(part.number, "churn", result.watermark_us)
+    return result
+
+
+def by_series(found: list[Point], measurement: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {p.tags: p.fields for p in found if p.measurement == measurement}
+
+
+def test_a_window_is_evaluated_once_every_partition_has_closed_it() -> None:
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    first, second = Partition(0), Partition(1)
+    xs = [0.1, -0.4, 1.2, 0.3, -1.0, 0.8]
+    feed(
+        merger,
+        first,
+        first.messages("p", [prediction(f"a{i}", i, x) for i, x in enumerate(xs[:4])]),
+    )
+    feed(
+        merger,
+        second,
+        second.messages("p", [prediction(f"b{i}", i, x) for i, x in enumerate(xs[4:])]),
+    )
+    # partition 0 moves past 60 + 10 s; partition 1 has not: nothing yet
+    feed(merger, first, first.messages("p", [prediction("a9", 75, 0.0)]))
+    assert merger.evaluate() == []
+    feed(merger, second, second.messages("p", [prediction("b9", 71, 0.0)]))
+    found = merger.evaluate()
+    drift = by_series(found, "feature_drift")
+    key = (("feature", "x"), ("method", "ks"), ("model_id", "churn"), ("model_version", "1"),
+           ("segment", "all"))  # fmt: skip
+    sketch = empty_sketch(REFERENCE.features["x"]).update(xs)
+    want = run_drift("ks", REFERENCE.features["x"], sketch, min_samples=5)
+    assert drift[key]["statistic"] == want.statistic
+    assert drift[key]["n_current"] == 6
+    volume = by_series(found, "volume")
+    assert (
+        volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "all"))]["predictions"]
+        == 6
+    )
+    assert (
+        volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "region=eu"))][
+            "predictions"
+        ]
+        == 6
+    )
+    # evaluated once: a second call has nothing new
+    assert by_series(merger.evaluate(), "feature_drift") == {}
+
+
+def test_an_idle_partition_stops_holding_windows_back_after_the_timeout() -> None:
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, idle_timeout_s=30, clock=lambda: clock[0])
+    only = Partition(0)
+    feed(merger, only, only.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]))
+    feed(merger, only, only.messages("p", [prediction("late-ish", 80, 0.0)]))
+    clock[0] = 29.0
+    assert by_series(merger.evaluate(), "volume") == {}
+    clock[0] = 30.5
+    volume = by_series(merger.evaluate(), "volume")
+    assert (
+        volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "all"))]["predictions"]
+        == 6
+    )
+
+
+def test_replayed_batches_change_nothing_and_late_predictions_are_counted() -> None:
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    batch = part.messages("p", [prediction(f"a{i}", i, 0.2) for i in range(6)])
+    feed(merger, part, batch)
+    again = part.processor.process(batch, now=T0 + timedelta(days=1))  # a replay
+    assert again.predictions == 0
+    assert again.dead_letters == []
+    feed(merger, part, part.messages("p", [prediction("z", 90, 0.0)]))
+    feed(merger, part, part.messages("p", [prediction("late", 5, 0.0)]))  # window [0, 60) closed
+    found = merger.evaluate()
+    volume = by_series(found, "volume")[
+        (("model_id", "churn"), ("model_version", "1"), ("segment", "all"))
+    ]
+    assert volume["predictions"] == 6
+    assert volume["late_predictions"] == 1
+
+
+def test_labels_update_performance_and_dead_letters_land_in_their_window() -> None:
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    feed(merger, part, part.messages("p", [prediction(f"a{i}", i, 0.0) for i in range(4)]))
+    feed(merger, part, part.messages("l", [label("a0", 30, 1), label("a1", 31, 0)]))
+    bad = orjson.loads(prediction("bad", 3, 0.0))
+    bad["features"] = {"x": [1]}
+    feed(merger, part, part.messages("p", [orjson.dumps(bad), b"{not json"]))
+    feed(merger, part, part.messages("p", [prediction("z", 90, 0.0)]))
+    found = merger.evaluate()
+    perf = by_series(found, "model_performance")[
+        (("metric", "accuracy"), ("model_id", "churn"), ("model_version", "1"), ("segment", "all"))
+    ]
+    # two labels joined, both predicted 1: one right (a0), one wrong (a1)
+    assert perf["value"] == 0.5
+    assert perf["n_labelled"] == 2
+    assert perf["coverage"] == pytest.approx(2 / 4)
+    volume = by_series(found, "volume")[
+        (("model_id", "churn"), ("model_version", "1"), ("segment", "all"))
+    ]
+    assert volume["dead_letters"] == 1  # the invalid JSON cannot be attributed
+    assert part.processor.unattributed_dead_letters == 1
+
+
+def test_checkpoints_restore_partition_and_merger_state() -> None:
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    feed(merger, part, part.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]))
+    restored = Partition(0)
+    restored.processor.restore(part.processor.to_bytes())
+    restored.offsets = dict(part.offsets)
+    merger_copy = WindowMerger(CONFIG, load, partitions=1)
+    merger_copy.restore(orjson.loads(orjson.dumps(merger.snapshot())))
+    closing = [prediction("z", 90, 0.0)]
+    feed(merger, part, part.messages("p", closing))
+    feed(merger_copy, restored, restored.messages("p", closing))
+    assert sorted(p.to_line_protocol() for p in merger.evaluate()) == sorted(
+        p.to_line_protocol() for p in merger_copy.evaluate()
+    )
+
+
+def test_events_of_unmonitored_models_and_far_future_are_dead_letters() -> None:
+    part = Partition(0)
+    stranger = orjson.loads(prediction("s", 1, 0.0))
+    stranger["model_id"] = "fraud"
+    future = orjson.loads(prediction("f", 1, 0.0))
+    future["timestamp"] = (T0 + timedelta(days=3)).isoformat()
+    result = part.processor.process(
+        part.messages("p", [orjson.dumps(stranger), orjson.dumps(future)]),
+        now=T0 + timedelta(days=1),
+    )
+    reasons = sorted(letter.error_message for letter in result.dead_letters)
+    assert reasons[0].startswith("model_id: 'fraud' is not monitored")
+    assert reasons[1].startswith("timestamp: ") and "ahead of the clock" in reasons[1]
+    assert part.processor.windows.watermark_us is None
