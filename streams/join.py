@@ -13,43 +13,59 @@ Notes
 arithmetic and checkpoints are exact.  A prediction belongs to the tumbling
 window ``window_start = floor(t / window_size) * window_size`` (epoch aligned).
 
-**Watermark.**  One watermark per partition: the largest event time seen on
-*either* topic, advanced event by event.  Both topics carry event time, and the
-DESIGN defines the watermark as the max event time seen; taking both means an
-idle topic (a model whose labels never come, a quiet hour of predictions) never
-stalls expiry, so memory stays bounded while either topic flows.  A label's
-time is when the truth became known, normally later than its prediction's, so
-a label moving the watermark never expires its own prediction unless it is
-itself past that prediction's horizon.  The price: if the worker reads one
-topic far ahead of the other (catching up after an outage), the watermark runs
-ahead of the lagging topic; keep ``orphan_label_ttl`` above the consumption
-skew you expect.  The watermark never uses wall-clock time, so a replay gives
-the same result; a far-future timestamp would move it and expire everything,
-so the caller must refuse events implausibly far ahead of the clock (dead
-letter) before they get here.
+**Watermark.**  One watermark per partition, from the newest event time seen
+on each topic (``prediction_max`` and ``label_max``)::
+
+    watermark = max(min(prediction_max, label_max), max(prediction_max, label_max) − max_skew)
+
+advanced event by event and never moved back.  With both topics flowing (their
+newest times less than ``max_skew_s`` apart) it is the older of the two
+topics' newest times: when the worker reads one topic far
+ahead of the other (catching up a backlog, or a labels topic whose times run
+ahead of the predictions), the topic read ahead cannot expire entries the
+slower topic still has to match.  When one topic is idle or not seen yet (a
+model whose labels never come, a quiet hour of predictions, the start of a
+run), the watermark trails the other topic by ``max_skew_s`` (one day by
+default), so memory stays bounded while either topic flows.  The price: if
+one topic is read more than ``max_skew_s`` ahead of the other, the watermark
+follows the fast topic minus ``max_skew_s`` and can expire entries the slow
+topic has not delivered yet; keep ``max_skew_s`` above the consumption skew
+you expect.  The watermark never uses wall-clock time, so a replay gives the
+same result; a far-future timestamp would move it at once to that time minus
+``max_skew_s`` and expire everything, so the caller must refuse events
+implausibly far ahead of the clock (dead letter) before they get here.
 
 **Order of work.**  For every event, in order: skip it if its offset was
-already applied; advance the watermark to its time; expire what is due; then
-apply it.  Expiring per event (an O(1) check) makes the outcome a function of
-the sequence of events alone, whatever the batch boundaries.
+already applied; if its time is the newest of its topic, record it and
+recompute the watermark; expire what is due; then apply it.  Expiring per
+event (an O(1) check) makes the outcome a function of the sequence of events
+alone, whatever the batch boundaries.
 
 **Horizon.**  A prediction can be joined while the watermark is at most
 ``window_end + label_horizon``; once the watermark is strictly later, the
-prediction expires into ``unlabelled`` (per model and version).  A label whose
-own time is past the horizon therefore finds its prediction expired and waits
-as an orphan.  A prediction that arrives when its horizon has already passed
-counts as ``unlabelled`` at once and is not joined.
+prediction expires into ``unlabelled`` (per model and version).  The horizon
+is judged by the watermark, not by a label's own time: a label stamped past
+the horizon still joins while the watermark has not passed it (while the
+predictions topic has not passed it and the labels topic is at most
+``max_skew_s`` beyond it), and finds its prediction expired, waiting as an
+orphan, once it has.  Performance windows close on the same watermark
+(:mod:`streams.windows`), so such a pair still lands in an open window.  A
+prediction that arrives when its horizon has already passed counts as
+``unlabelled`` at once and is not joined.
 
 **Orphan TTL.**  A label that arrives before its prediction waits as an orphan
-until the watermark is strictly later than the watermark at its arrival plus
-``orphan_label_ttl`` (event-time progress while it waited, so a label with an
-odd timestamp still gets its full TTL); then it counts in ``orphan_labels``.
+until the watermark is strictly later than ``max(watermark at its arrival,
+its own time) + orphan_label_ttl``; then it counts in ``orphan_labels``.
+Counting from the watermark gives a label with an oddly old timestamp its full
+TTL of event-time progress; counting from the label's own time keeps a label
+from expiring early when it arrives while the watermark is still far behind
+(at the start, or while the predictions topic is read behind the labels).
 
 **Duplicates.**  Ids are scoped by ``model_id``.  A prediction whose id is
 pending or joined counts in ``duplicate_predictions`` and is ignored.  A label
 for a joined prediction, or a second label for an orphan, counts in
 ``duplicate_labels`` and is ignored: the first label wins.  Joined ids are kept
-until their window's horizon passes; a duplicate arriving after that is no
+until the watermark passes their window's horizon; a duplicate arriving after that is no
 longer recognised: a label becomes an orphan, a prediction with the same
 timestamp is past its horizon and counts as ``unlabelled``.
 
@@ -142,8 +158,9 @@ class JoinPolicy:
         Seconds after a window's end during which its predictions can still
         be joined, ≥ 0.
     orphan_label_ttl_s
-        Seconds of event-time progress a label that arrived before its
-        prediction is kept, ≥ 0.
+        Seconds a label that arrived before its prediction is kept, ≥ 0:
+        until the watermark is past the later of the watermark at its
+        arrival and its own time, plus this.
 
     Examples
     --------
@@ -430,6 +447,11 @@ class JoinState:
         the deadlines it was admitted with, also across a checkpoint.
     predictions_topic, labels_topic
         Topic names, used as keys of :attr:`applied_offsets`.
+    max_skew_s
+        How far, in seconds of event time, the watermark trails the newest
+        time of either topic when the other is idle or behind (see the module
+        notes on the watermark).  Stored in a checkpoint; :meth:`from_bytes`
+        gives the default to a checkpoint written before it was stored.
 
     Examples
     --------
@@ -461,6 +483,7 @@ class JoinState:
         *,
         predictions_topic: str = DEFAULT_PREDICTIONS_TOPIC,
         labels_topic: str = DEFAULT_LABELS_TOPIC,
+        max_skew_s: float = 86_400.0,
     ) -> None:
         if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
             raise JoinError(f"partition must be an integer ≥ 0, not {partition!r}")
@@ -476,7 +499,36 @@ class JoinState:
         self._models: dict[str, _ModelJoin] = {}
         self._offsets: dict[str, int] = {}
         self._watermark_us = _NO_WATERMARK
+        self._prediction_max_us = _NO_WATERMARK
+        self._label_max_us = _NO_WATERMARK
+        if (
+            isinstance(max_skew_s, bool)
+            or not isinstance(max_skew_s, int | float)
+            or not math.isfinite(max_skew_s)
+            or max_skew_s < 0
+        ):
+            raise JoinError(
+                f"max_skew_s must be a finite number of seconds ≥ 0, not {max_skew_s!r}"
+            )
+        self._max_skew_us = _to_us(max_skew_s)
         self._next_due_us = _NOTHING_DUE
+
+    def _advance(self) -> None:
+        """Recompute the watermark from both topics' newest times; expire what is due.
+
+        The watermark is the older of the two topics' newest event times, so a
+        topic read ahead of the other (a backlog being caught up) cannot expire
+        entries the slower topic still has to match; it trails the newer topic
+        by at most ``max_skew_s``, so an idle topic cannot hold memory forever.
+        """
+        newest = max(self._prediction_max_us, self._label_max_us)
+        watermark = max(
+            min(self._prediction_max_us, self._label_max_us), newest - self._max_skew_us
+        )
+        if watermark > self._watermark_us:
+            self._watermark_us = watermark
+            if watermark > self._next_due_us:
+                self._expire_due()
 
     # ------------------------------------------------------------------ reading
 
@@ -492,7 +544,13 @@ class JoinState:
 
     @property
     def watermark_us(self) -> int | None:
-        """Largest event time seen on either topic (µs since epoch), None before any."""
+        """The join's watermark (µs since epoch), None before any event.
+
+        ``max(min(prediction_max, label_max), max(prediction_max, label_max) −
+        max_skew)`` over the newest time seen on each topic, or later if
+        :meth:`expire` moved it; it never moves back.  Before the second topic
+        is seen it trails the first by ``max_skew_s``.
+        """
         return None if self._watermark_us == _NO_WATERMARK else self._watermark_us
 
     @property
@@ -583,10 +641,9 @@ class JoinState:
                 continue
             next_expected = offset + 1
             time_us = _event_us(event.timestamp)
-            if time_us > self._watermark_us:
-                self._watermark_us = time_us
-                if time_us > self._next_due_us:
-                    self._expire_due()
+            if time_us > self._prediction_max_us:
+                self._prediction_max_us = time_us
+                self._advance()
             counts.predictions += 1
             prediction_id = event.prediction_id
             if prediction_id in model.held:
@@ -678,10 +735,9 @@ class JoinState:
                 continue
             next_expected = offset + 1
             time_us = _event_us(event.timestamp)
-            if time_us > self._watermark_us:
-                self._watermark_us = time_us
-                if time_us > self._next_due_us:
-                    self._expire_due()
+            if time_us > self._label_max_us:
+                self._label_max_us = time_us
+                self._advance()
             counts.labels += 1
             prediction_id = event.prediction_id
             pending = model.held.get(prediction_id)
@@ -710,7 +766,7 @@ class JoinState:
             elif prediction_id in model.held or prediction_id in model.orphans:
                 counts.duplicate_labels += 1
             else:
-                expiry_us = self._watermark_us + model.orphan_ttl_us
+                expiry_us = max(self._watermark_us, time_us) + model.orphan_ttl_us
                 model.orphans[prediction_id] = _Orphan(event.label, time_us, expiry_us)
                 heapq.heappush(model.orphan_heap, (expiry_us, prediction_id))
                 self._next_due_us = min(self._next_due_us, expiry_us)
@@ -721,7 +777,9 @@ class JoinState:
         """Advance the watermark to ``now_event_time`` (if later) and expire what is due.
 
         Expiry also happens inside :meth:`add_predictions` and :meth:`add_labels`
-        as events move the watermark; call this only to move an idle
+        as events move the watermark.  The newest time of each topic is left
+        as it is, so the watermark stays here until the topics' own rule
+        (module notes) passes it.  Call this only to move an idle
         partition forward with an event time from elsewhere (for example the
         watermark of the other partitions).  Expired entries are recorded in
         :meth:`counters` (``unlabelled``, ``orphan_labels``).
@@ -806,6 +864,12 @@ class JoinState:
     def to_bytes(self) -> bytes:
         """A compact, exact checkpoint: held entries, watermark, offsets and counters.
 
+        The newest event time of each topic is stored with the watermark, so
+        a restored state moves its watermark as the uninterrupted one would.
+        The ids of a window are written in a canonical order (joined ids by
+        id, pending predictions by time then id), not in arrival order, which
+        a restore cannot rebuild: equal states write equal bytes.
+
         The layout is ``CHECKPOINT_MAGIC``, one format-version byte, then
         zlib-compressed JSON with one column per field, times relative to
         their window start, and tables of the versions, segments and score
@@ -823,15 +887,25 @@ class JoinState:
             windows = []
             for deadline_us, window_start_us in sorted(model.window_heap):
                 window = model.windows[(window_start_us, deadline_us)]
-                pending = [model.held[pid] for pid in window.ids]
-                held = [(pid, p) for pid, p in zip(window.ids, pending, strict=True) if p]
+                joined: list[str] = []
+                held: list[tuple[str, _Pending]] = []
+                for pid in window.ids:
+                    pending = model.held[pid]
+                    if pending is None:
+                        joined.append(pid)
+                    else:
+                        held.append((pid, pending))
+                # Canonical order, so equal states write equal bytes: a window's ids
+                # only expire together, so their order changes nothing, but it is
+                # arrival order here and joined-then-pending after a restore.  Pending
+                # entries by time (then id) keep the time column compressible.
+                joined.sort()
+                held.sort(key=_pending_order)
                 windows.append(
                     {
                         "start": window_start_us,
                         "deadline": deadline_us,
-                        "joined": [
-                            pid for pid, p in zip(window.ids, pending, strict=True) if p is None
-                        ],
+                        "joined": joined,
                         "ids": [pid for pid, _ in held],
                         "version": [tables.version(p.version) for _, p in held],
                         "segment": [tables.segment(p.segment) for _, p in held],
@@ -864,6 +938,9 @@ class JoinState:
             "predictions_topic": self._predictions_topic,
             "labels_topic": self._labels_topic,
             "watermark": self._watermark_us,
+            "prediction_max": self._prediction_max_us,
+            "label_max": self._label_max_us,
+            "max_skew": self._max_skew_us,
             "offsets": self._offsets,
             "models": models,
         }
@@ -884,6 +961,11 @@ class JoinState:
         policies
             Policies for events applied from now on (held entries keep their
             stored deadlines).
+
+        A checkpoint written before the newest time of each topic was stored
+        restores both as its watermark: the watermark then waits until both
+        topics pass it (or one passes it by ``max_skew_s``).  The state gets
+        the default ``max_skew_s``.
 
         Raises
         ------
@@ -920,6 +1002,9 @@ class JoinState:
             labels_topic=payload["labels_topic"],
         )
         state._watermark_us = payload["watermark"]
+        state._prediction_max_us = payload.get("prediction_max", payload["watermark"])
+        state._label_max_us = payload.get("label_max", payload["watermark"])
+        state._max_skew_us = int(payload.get("max_skew", state._max_skew_us))
         state._offsets = {str(topic): int(offset) for topic, offset in payload["offsets"].items()}
         for stored in payload["models"]:
             model = state._model(stored["model_id"])
@@ -1013,6 +1098,10 @@ class _Tables:
             row = self._names_rows[names] = len(self.score_names)
             self.score_names.append(names)
         return row
+
+
+def _pending_order(item: tuple[str, _Pending]) -> tuple[int, str]:
+    return item[1].time_us, item[0]
 
 
 def _encode_values(values: list[Label]) -> list[Any]:
