@@ -558,6 +558,15 @@ class JoinState:
         """``(topic, partition)`` → next offset to consume: everything below is applied."""
         return {(topic, self._partition): offset for topic, offset in self._offsets.items()}
 
+    def has_prediction(self, model_id: str, prediction_id: str) -> bool:
+        """Whether a prediction with this id is held (pending or joined, until its horizon).
+
+        A second prediction with a held id is a duplicate: the worker keeps it
+        out of the drift windows as well as out of the join.
+        """
+        model = self._models.get(model_id)
+        return model is not None and prediction_id in model.held
+
     def next_offset(self, topic: str) -> int:
         """Next offset of ``topic`` to apply (0 when none was applied yet).
 

@@ -163,6 +163,16 @@ class PartitionProcessor:
         labels, label_offsets, letters = self._screen(decoded_labels, fresh_labels, now)
         result.dead_letters.extend(letters)
         typed_predictions = [event for event in predictions if isinstance(event, PredictionEvent)]
+        # Duplicates (an id already held by the join, or seen earlier in this
+        # batch) are counted by the join and kept out of the drift windows.
+        batch_ids: set[tuple[str, str]] = set()
+        unique_predictions: list[PredictionEvent] = []
+        for event in typed_predictions:
+            identity = (event.model_id, event.prediction_id)
+            if identity in batch_ids or self.join.has_prediction(*identity):
+                continue
+            batch_ids.add(identity)
+            unique_predictions.append(event)
         typed_labels = [event for event in labels if isinstance(event, LabelEvent)]
         pairs = []
         if fresh_predictions:
@@ -175,13 +185,13 @@ class PartitionProcessor:
             pairs += self.join.add_labels(
                 typed_labels, label_offsets, next_offset=max(m.offset for m in fresh_labels) + 1
             )
-        self.windows.add_predictions(typed_predictions)
+        self.windows.add_predictions(unique_predictions)
         self.windows.add_pairs(pairs)
         for letter in result.dead_letters:
             self._attribute(letter)
         result.windows = self.windows.collect(self.join.watermark_us)
         result.watermark_us = self.windows.watermark_us
-        result.predictions = len(typed_predictions)
+        result.predictions = len(unique_predictions)
         result.labels = len(typed_labels)
         return result
 

@@ -163,8 +163,10 @@ def pipeline(kafka_bootstrap: str, victoria_metrics_url: str, tmp_path: Path) ->
     for label in scenario.labels:
         if label["prediction_id"] in early:
             send(labels_topic, label)
-    for event in scenario.predictions:
+    for index, event in enumerate(scenario.predictions):
         send(predictions_topic, event)
+        if index % 200 == 7:
+            send(predictions_topic, event)  # a serving app's retry: a duplicate
     for label in scenario.labels:
         if label["prediction_id"] not in early:
             send(labels_topic, label)

@@ -235,3 +235,19 @@ def test_events_of_unmonitored_models_and_far_future_are_dead_letters() -> None:
     assert reasons[0].startswith("model_id: 'fraud' is not monitored")
     assert reasons[1].startswith("timestamp: ") and "ahead of the clock" in reasons[1]
     assert part.processor.windows.watermark_us is None
+
+
+def test_duplicate_predictions_stay_out_of_the_windows() -> None:
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    originals = [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]
+    # the same ids again, in a later batch and inside one batch
+    feed(merger, part, part.messages("p", originals + [originals[0]]))
+    feed(merger, part, part.messages("p", originals[1:3]))
+    feed(merger, part, part.messages("p", [prediction("z", 90, 0.0)]))
+    volume = by_series(merger.evaluate(), "volume")[
+        (("model_id", "churn"), ("model_version", "1"), ("segment", "all"))
+    ]
+    assert volume["predictions"] == 6
+    counters = part.processor.join.counters()
+    assert sum(c.duplicate_predictions for c in counters.values()) == 3
