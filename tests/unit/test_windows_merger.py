@@ -242,7 +242,7 @@ def test_duplicate_predictions_stay_out_of_the_windows() -> None:
     part = Partition(0)
     originals = [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]
     # the same ids again, in a later batch and inside one batch
-    feed(merger, part, part.messages("p", originals + [originals[0]]))
+    feed(merger, part, part.messages("p", [*originals, originals[0]]))
     feed(merger, part, part.messages("p", originals[1:3]))
     feed(merger, part, part.messages("p", [prediction("z", 90, 0.0)]))
     volume = by_series(merger.evaluate(), "volume")[
