@@ -20,6 +20,7 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +315,22 @@ class Worker:
         else:
             log.warning("unknown partial kind %r from partition %d ignored", kind, source)
 
+    def log_counters(self) -> None:
+        """One line per owned partition with the join's counters (expiries included)."""
+        for partition, processor in sorted(self.processors.items()):
+            totals: dict[str, int] = {}
+            for counters in processor.join.counters().values():
+                for name, value in asdict(counters).items():
+                    totals[name] = totals.get(name, 0) + value
+            log.info(
+                "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d",
+                partition,
+                ", ".join(f"{name}={value}" for name, value in totals.items()),
+                processor.unattributed_dead_letters,
+                processor.join.pending_count,
+                processor.join.orphan_count,
+            )
+
     def emit(self) -> int:
         """Evaluate ready windows and flush the sink."""
         ready = [point for merger in self.mergers.values() for point in merger.evaluate()]
@@ -386,6 +403,9 @@ def build_app(
     async def tick() -> None:
         worker.emit()
 
+    async def report() -> None:
+        worker.log_counters()
+
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = set(args[0]) if args else set(kwargs.get("revoked", ()))
         by_topic: dict[str, set[int]] = defaultdict(set)
@@ -398,4 +418,5 @@ def build_app(
     app.agent(inputs, name="driftline.ingest")(ingest)
     app.agent(partials, name="driftline.merge")(merge)
     app.timer(1.0)(tick)
+    app.timer(60.0)(report)
     return app, worker
