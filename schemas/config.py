@@ -152,7 +152,7 @@ class WindowConfig(_Section):
         description="How long a label that arrived before its prediction is kept.",
     )
     emit_interval: Duration = Field(
-        default=timedelta(seconds=10),
+        default=timedelta(seconds=1),
         description="Least time between two re-emissions of a window's performance.",
     )
 
