@@ -1,0 +1,78 @@
+"""Chat notifications through apprise to a real HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from pydantic import SecretStr
+
+from streams.embedded import free_port
+from streams.notify import Notifier, OutgoingNotification
+from tests.servers import ChatReceiver
+
+pytestmark = pytest.mark.integration
+
+SECRET = "T0KEN-s3cr3t-9f8e7d"
+
+
+def notifier(receiver: ChatReceiver, **options: float) -> Notifier:
+    urls = [
+        SecretStr(f"json://{receiver.url_base}/hook/{SECRET}"),
+        SecretStr(f"mmost://{receiver.url_base}/{SECRET}"),
+    ]
+    return Notifier({"oncall": urls}, base_delay_s=0.05, max_delay_s=0.2, **options)  # type: ignore[arg-type]
+
+
+def test_every_url_of_the_channel_receives_title_and_body(chat_receiver: ChatReceiver) -> None:
+    sender = notifier(chat_receiver)
+    sender.submit(OutgoingNotification("oncall", "churn: tenure drifted", "psi 0.31 ≥ 0.2"))
+    asyncio.run(sender.drain(20))
+    requests = chat_receiver.wait_for(2)
+    by_path = {request.path: request for request in requests}
+    posted = by_path[f"/hook/{SECRET}"].json
+    assert isinstance(posted, dict)
+    assert posted["title"] == "churn: tenure drifted"
+    assert posted["message"] == "psi 0.31 ≥ 0.2"
+    mattermost = by_path[f"/hooks/{SECRET}"].json
+    assert isinstance(mattermost, dict)
+    assert "churn: tenure drifted" in mattermost["text"]
+    assert sender.stats.sent == 2
+    assert sender.stats.failed == 0
+
+
+def test_errors_are_retried_then_counted_and_secrets_never_logged(
+    chat_receiver: ChatReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat_receiver.respond_with(500)
+    sender = notifier(chat_receiver, attempts=3)
+    with caplog.at_level(logging.DEBUG):
+        sender.submit(OutgoingNotification("oncall", "accuracy dropped", "0.71 < 0.80"))
+        asyncio.run(sender.drain(30))
+    assert len(chat_receiver.requests) == 6  # two URLs, three attempts each
+    assert sender.stats.failed == 2
+    assert sender.stats.retries == 4
+    assert SECRET not in caplog.text
+    assert "oncall[0] (json://…)" in caplog.text
+
+
+def test_a_dead_receiver_never_blocks_and_the_queue_stays_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    sender = Notifier(
+        {"oncall": [SecretStr(f"json://{dead}/{SECRET}")]},
+        max_queued=5,
+        attempts=2,
+        base_delay_s=0.01,
+    )
+    with caplog.at_level(logging.WARNING):
+        for index in range(50):
+            sender.submit(OutgoingNotification("oncall", f"alert {index}", "body"))
+    assert sender.queued == 5
+    assert sender.stats.dropped == 45
+    asyncio.run(sender.drain(60))
+    assert sender.stats.failed == 5
+    assert sender.stats.sent == 0
+    assert SECRET not in caplog.text
