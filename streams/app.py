@@ -20,7 +20,7 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,15 @@ import faust
 import orjson
 from confluent_kafka.admin import AdminClient
 
+from alerts.engine import AlertEngine
 from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
+from streams import points
 from streams.decode import RawMessage
 from streams.merger import WindowMerger
+from streams.notify import Notifier, OutgoingNotification
 from streams.partition import PartitionProcessor, write_atomically
+from streams.points import Point
 from streams.sink import BufferedSink, SinkError, make_sink
 from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
@@ -126,6 +130,19 @@ def encode_partial(kind: str, source: int, model_id: str, body: dict[str, Any]) 
     return orjson.dumps({"kind": kind, "source": source, "model": model_id, **body})
 
 
+@dataclass
+class Outbox:
+    """Messages the merger side produced, for the alerts and retrain-requests topics."""
+
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    retrain_requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def extend(self, other: Outbox) -> None:
+        """Append another outbox's messages."""
+        self.alerts.extend(other.alerts)
+        self.retrain_requests.extend(other.retrain_requests)
+
+
 class Worker:
     """State of one worker process: processors per partition, the merger, the sink."""
 
@@ -144,7 +161,9 @@ class Worker:
         self.partitions = partitions
         self.processors: dict[int, PartitionProcessor] = {}
         self.mergers: dict[int, WindowMerger] = {}
+        self.engines: dict[int, AlertEngine] = {}
         self.sink = sink or make_sink(settings)
+        self.notifier = Notifier({name: channel.urls for name, channel in config.channels.items()})
 
     def forget(self, topic: str, partitions: set[int]) -> None:
         """Drop in-memory state of revoked partitions; their checkpoints stay on disk.
@@ -159,17 +178,22 @@ class Worker:
         elif topic == self.settings.topic_partials:
             for partition in partitions:
                 self.mergers.pop(partition, None)
+                self.engines.pop(partition, None)
 
     def merger(self, partition: int) -> WindowMerger:
         """The merger of a partials partition, restored from its checkpoint if any."""
         merger = self.mergers.get(partition)
         if merger is None:
             merger = WindowMerger(self.config, self.references, self.partitions)
+            engine = AlertEngine(self.config)
             path = self.checkpoints / f"merger-{partition}.json"
             if path.exists():
-                merger.restore(orjson.loads(path.read_bytes()))
+                document = orjson.loads(path.read_bytes())
+                merger.restore(document["merger"])
+                engine.restore(document["alerts"])
                 log.info("merger of partials partition %d restored from %s", partition, path)
             self.mergers[partition] = merger
+            self.engines[partition] = engine
         return merger
 
     def processor(self, partition: int) -> PartitionProcessor:
@@ -267,19 +291,24 @@ class Worker:
             self.checkpoint(partition)
         return dead, partials
 
-    def merge(self, messages: list[tuple[int, bytes]]) -> int:
+    def merge(self, messages: list[tuple[int, bytes]]) -> Outbox:
         """Apply partial messages ``(partials partition, value)``; flush ready points."""
         touched: set[int] = set()
         for partition, value in messages:
             self._apply_partial(self.merger(partition), orjson.loads(value))
             touched.add(partition)
-        written = self.emit()
+        outbox = self.emit()
         for partition in touched:
-            write_atomically(
-                self.checkpoints / f"merger-{partition}.json",
-                orjson.dumps(self.mergers[partition].snapshot()),
-            )
-        return written
+            self.checkpoint_merger(partition)
+        return outbox
+
+    def checkpoint_merger(self, partition: int) -> None:
+        """Save a partials partition's merger and alert state."""
+        document = {
+            "merger": self.mergers[partition].snapshot(),
+            "alerts": self.engines[partition].snapshot(),
+        }
+        write_atomically(self.checkpoints / f"merger-{partition}.json", orjson.dumps(document))
 
     @staticmethod
     def _apply_partial(merger: WindowMerger, message: dict[str, Any]) -> None:
@@ -331,16 +360,54 @@ class Worker:
                 processor.join.orphan_count,
             )
 
-    def emit(self) -> int:
-        """Evaluate ready windows and flush the sink."""
-        ready = [point for merger in self.mergers.values() for point in merger.evaluate()]
+    def emit(self) -> Outbox:
+        """Evaluate ready windows, run the alert rules, flush the sink.
+
+        Returns the alert and retrain-request messages to publish; chat
+        notifications go to the notifier's queue.
+        """
+        ready: list[Point] = []
+        outbox = Outbox()
+        for partition, merger in self.mergers.items():
+            ready.extend(merger.evaluate())
+            engine = self.engines[partition]
+            for observation in merger.drain_observations():
+                output = engine.observe(observation)
+                for event in output.alert_events:
+                    outbox.alerts.append(
+                        (event.alert_id.encode(), event.model_dump_json().encode())
+                    )
+                    ready.append(
+                        points.alerts(
+                            model_id=event.model_id,
+                            rule=event.rule,
+                            severity=event.severity,
+                            state=event.state,
+                            value=event.value,
+                            summary=event.summary,
+                            time=event.window_end,
+                        )
+                    )
+                    log.warning("alert %s %s: %s", event.state, event.rule, event.summary)
+                for request in output.retrain_requests:
+                    outbox.retrain_requests.append(
+                        (request.request_id.encode(), request.model_dump_json().encode())
+                    )
+                    log.warning(
+                        "retrain requested for %s v%s", request.model_id, request.model_version
+                    )
+                for message in output.notifications:
+                    body = (
+                        message.body if message.link is None else f"{message.body}\n{message.link}"
+                    )
+                    self.notifier.submit(OutgoingNotification(message.channel, message.title, body))
         if ready:
             self.sink.add(ready)
         try:
             self.sink.flush()
         except SinkError as exc:
             log.error("sink flush failed, points stay buffered: %s", exc)
-        return len(ready)
+        return outbox
 
 
 def build_app(
@@ -374,6 +441,8 @@ def build_app(
     )
     dead_letters = app.topic(settings.topic_dead_letter, key_type=bytes, value_type=bytes)
     partials = app.topic(settings.topic_partials, key_type=bytes, value_type=bytes)
+    alerts_topic = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
+    retrain_topic = app.topic(settings.topic_retrain_requests, key_type=bytes, value_type=bytes)
 
     async def ingest(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(batch_size, within=batch_within_s):
@@ -395,13 +464,28 @@ def build_app(
             await app.producer.flush()
             yield None
 
+    async def publish(outbox: Outbox) -> None:
+        for key, value in outbox.alerts:
+            await alerts_topic.send(key=key, value=value)
+        for key, value in outbox.retrain_requests:
+            await retrain_topic.send(key=key, value=value)
+        if outbox.alerts or outbox.retrain_requests:
+            await app.producer.flush()
+
     async def merge(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(batch_size, within=batch_within_s):
-            worker.merge([(e.message.partition, e.message.value) for e in events])
+            outbox = worker.merge([(e.message.partition, e.message.value) for e in events])
+            await publish(outbox)
             yield None
 
     async def tick() -> None:
-        worker.emit()
+        outbox = worker.emit()
+        await publish(outbox)
+        for partition in list(worker.mergers):
+            worker.checkpoint_merger(partition)
+
+    async def notifications() -> None:
+        await worker.notifier.run()
 
     async def report() -> None:
         worker.log_counters()
@@ -419,4 +503,5 @@ def build_app(
     app.agent(partials, name="driftline.merge")(merge)
     app.timer(1.0)(tick)
     app.timer(60.0)(report)
+    app.task(notifications)
     return app, worker

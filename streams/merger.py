@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from alerts.observation import WindowObservation
 from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
-from detectors.quality import data_quality
+from detectors.quality import DataQualityResult, data_quality
 from detectors.registry import run_drift
 from detectors.result import DriftResult
 from schemas import ModelConfig, MonitorConfig
@@ -51,6 +52,11 @@ log = logging.getLogger(__name__)
 def window_start(key: WindowKey) -> datetime:
     """The window's start as a UTC datetime (the points' timestamp)."""
     return datetime.fromtimestamp(key.window_start_us / MICROS, tz=UTC)
+
+
+def window_end(model: ModelConfig, key: WindowKey) -> datetime:
+    """The window's end as a UTC datetime."""
+    return window_start(key) + model.window.size
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,12 @@ class WindowMerger:
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._heard: dict[int, float] = {}
         self.results: list[DriftWindowResult] = []
+        self._observations: list[WindowObservation] = []
+
+    def drain_observations(self) -> list[WindowObservation]:
+        """Window observations for the alert rules made since the last call."""
+        observations, self._observations = self._observations, []
+        return observations
 
     def snapshot(self) -> dict[str, Any]:
         """Checkpointable state (see :meth:`restore`); silence timers restart on restore."""
@@ -294,6 +306,7 @@ class WindowMerger:
         start = window_start(key)
         features: dict[str, dict[str, DriftResult]] = {}
         prediction: dict[str, DriftResult] = {}
+        qualities: dict[str, DataQualityResult] = {}
         dataset: DatasetDriftDecision | None = None
         out: list[Point] = []
         payloads = [partial.payload for partial in partials if partial.payload is not None]
@@ -318,7 +331,9 @@ class WindowMerger:
                     results[method] = result
                     out.extend(self._drift_points(key, start, result, feature.name))
                 features[feature.name] = results
-                quality = data_quality(sketch).fields()
+                quality_result = data_quality(sketch)
+                qualities[feature.name] = quality_result
+                quality = quality_result.fields()
                 if key.segment == ALL_SEGMENTS:
                     out.append(
                         points.data_quality(
@@ -360,6 +375,21 @@ class WindowMerger:
                 alpha=model.drift.alpha,
             )
         out.append(self._volume(key, start, predictions, labels=None))
+        self._observations.append(
+            WindowObservation(
+                key.model_id,
+                key.model_version,
+                key.segment,
+                start,
+                window_end(model, key),
+                feature_drift=features or None,
+                prediction_drift=prediction or None,
+                dataset_drift=dataset,
+                data_quality=qualities or None,
+                predictions=predictions,
+                baseline=dict(reference.baseline) if reference is not None else {},
+            )
+        )
         return DriftWindowResult(key, predictions, features, prediction, dataset, out)
 
     @staticmethod
@@ -441,6 +471,20 @@ class WindowMerger:
                     window_start=start,
                 )
             )
+        reference = self.load_reference(key.model_id, key.model_version)
+        self._observations.append(
+            WindowObservation(
+                key.model_id,
+                key.model_version,
+                key.segment,
+                start,
+                window_end(model, key),
+                performance=results,
+                coverage=min(coverage, 1.0),
+                is_final=final,
+                baseline=dict(reference.baseline) if reference is not None else {},
+            )
+        )
         if key.segment == ALL_SEGMENTS and labelled:
             out.append(
                 points.label_lag(
