@@ -49,6 +49,8 @@ class ScenarioConfig:
         Predictions per second of event time.
     drift_from
         Fraction of the traffic after which the drift starts (1.0 = never).
+    drift_until
+        Fraction of the traffic after which the traffic is back to normal.
     label_share
         Fraction of predictions that ever get a label.
     label_delay_s
@@ -63,6 +65,7 @@ class ScenarioConfig:
     predictions: int = 10_000
     rate_per_s: float = 5.0
     drift_from: float = 0.5
+    drift_until: float = 1.0
     label_share: float = 0.8
     label_delay_s: float = 900.0
     malformed_every: int = 500
@@ -75,8 +78,11 @@ class ScenarioConfig:
             raise ValueError(f"predictions must be >= 0, got {self.predictions}")
         if self.rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be > 0, got {self.rate_per_s}")
-        if not 0.0 <= self.drift_from <= 1.0:
-            raise ValueError(f"drift_from must be in [0, 1], got {self.drift_from}")
+        if not 0.0 <= self.drift_from <= self.drift_until <= 1.0:
+            raise ValueError(
+                "need 0 <= drift_from <= drift_until <= 1, got "
+                f"{self.drift_from} and {self.drift_until}"
+            )
         if not 0.0 <= self.label_share <= 1.0:
             raise ValueError(f"label_share must be in [0, 1], got {self.label_share}")
         if self.start.tzinfo is None:
@@ -110,7 +116,8 @@ def generate(config: ScenarioConfig) -> Scenario:
     """
     rng = np.random.default_rng(config.seed)
     n = config.predictions
-    drifted = np.arange(n) >= int(n * config.drift_from)
+    index_of = np.arange(n)
+    drifted = (index_of >= int(n * config.drift_from)) & (index_of < int(n * config.drift_until))
     offsets = np.cumsum(rng.exponential(1.0 / config.rate_per_s, size=n))
     tenure = np.clip(rng.gamma(2.0, 12.0, size=n), 0, 120)
     monthly = rng.normal(70.0, 20.0, size=n) + np.where(drifted, 25.0, 0.0)
