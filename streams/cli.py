@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import faust
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import Progress
 
@@ -27,6 +28,7 @@ from streams.demo import run_demo
 from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
 from streams.replay import ReplayError, ReplayReport, count_events, read_events, validate
+from streams.tail import tail_alerts
 from streams.topics import TopicError, ensure_topics
 
 EXIT_OK = 0
@@ -263,6 +265,23 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def alerts_command(args: argparse.Namespace, console: Console) -> int:
+    """Follow the alerts topic, one line per event, until interrupted."""
+    try:
+        tail_alerts(
+            DriftlineSettings(),
+            lambda line: console.print(line, highlight=False, markup=False),
+            from_beginning=args.from_beginning,
+            stop_after_s=args.for_seconds,
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (RuntimeError, KafkaException) as exc:
+        console.print(f"driftline alerts: {exc}", highlight=False, markup=False)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def _not_yet(name: str) -> Handler:
     def handler(args: argparse.Namespace, console: Console) -> int:
         console.print(
@@ -332,8 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--min-samples", type=int, default=100)
 
-    alerts = command("alerts", "Follow the alerts topic.", _not_yet("alerts"))
+    alerts = command("alerts", "Follow the alerts topic.", alerts_command)
     alerts.add_argument("action", choices=["tail"])
+    alerts.add_argument("--from-beginning", action="store_true")
+    alerts.add_argument(
+        "--for", dest="for_seconds", type=float, help="stop after this many seconds"
+    )
     return parser
 
 

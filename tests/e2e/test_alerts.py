@@ -153,6 +153,13 @@ def test_drift_fires_once_resolves_once_and_requests_one_retrain(
     assert firing.window_start.strftime("%H:%M") in fire_note["message"]
     assert "RESOLVED" in resolve_note["title"]
 
+    tail = _driftline("alerts", "tail", "--from-beginning", "--for", "5", env=env, cwd=tmp_path)
+    assert tail.returncode == 0, tail.stderr
+    lines = tail.stdout.splitlines()
+    assert len(lines) == 2
+    assert " FIRING   critical churn v1 [all] charges-drift: " in lines[0]
+    assert " RESOLVED critical churn v1 [all] charges-drift: " in lines[1]
+
     (request,) = requests
     assert request.model_id == "churn"
     assert [reason.alert_id for reason in request.reasons] == [firing.alert_id]

@@ -77,5 +77,16 @@ def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_unfinished_commands_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["alerts", "tail"]) == 2
+    assert main(["report"]) == 2
     assert "not available in driftline" in capsys.readouterr().out
+
+
+def test_alerts_tail_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "alerts", "tail", "--for", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "DRIFTLINE_KAFKA_BOOTSTRAP": "127.0.0.1:9"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "driftline alerts: cannot reach Kafka at 127.0.0.1:9" in result.stdout
+    assert "Traceback" not in result.stderr
