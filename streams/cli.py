@@ -24,7 +24,7 @@ from schemas import ConfigError, DriftlineSettings, InvalidEvent, MonitorConfig,
 from schemas.config import format_duration
 from streams.app import build_app
 from streams.compare import run_compare
-from streams.demo import run_demo
+from streams.demo import DemoPlan, run_demo
 from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
 from streams.replay import ReplayError, ReplayReport, count_events, read_events, validate
@@ -114,7 +114,14 @@ def _explain(config: MonitorConfig, console: Console) -> None:
 
 def run_demo_command(args: argparse.Namespace, console: Console) -> int:
     """Run ``driftline demo``."""
-    return run_demo(DriftlineSettings(), console, predictions=args.predictions, seed=args.seed)
+    plan = DemoPlan(
+        duration_s=args.duration, rate_per_s=args.rate, window_s=args.window, seed=args.seed
+    )
+    try:
+        return run_demo(DriftlineSettings(), console, plan)
+    except KeyboardInterrupt:
+        console.print("demo stopped; the broker and the worker were shut down")
+        return EXIT_OK
 
 
 def topics_command(args: argparse.Namespace, console: Console) -> int:
@@ -338,8 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--predictions", required=True)
     replay.add_argument("--labels")
 
-    demo = command("demo", "Run the pipeline on one machine with no setup.", run_demo_command)
-    demo.add_argument("--predictions", type=int, default=20_000)
+    demo = command("demo", "Run the whole pipeline on one machine with no setup.", run_demo_command)
+    demo.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic")
+    demo.add_argument("--rate", type=float, default=60.0, help="predictions per second")
+    demo.add_argument("--window", type=int, default=15, help="window size in seconds")
     demo.add_argument("--seed", type=int, default=7)
     report = command("report", "Plot drift, performance and alerts over time.", _not_yet("report"))
     report.add_argument("-o", "--output", default="driftline-report")

@@ -1,159 +1,294 @@
-"""``driftline demo``: the pipeline on one machine with no setup.
+"""``driftline demo``: the whole pipeline on one machine, with no setup.
 
-This release runs the ingestion slice end to end: an embedded broker, the
-topics, a synthetic serving app whose traffic drifts and whose labels arrive
-late (with a few malformed messages), and a consumer that validates every
-message with the event schemas and sends the invalid ones to the dead-letter
-topic. A live view shows what arrived; the detectors and windows join the demo
-as they land.
+It starts an embedded Kafka-protocol broker and a ``driftline worker``, builds
+a reference profile from synthetic training data, and runs a synthetic serving
+app live: a churn classifier whose traffic drifts part-way through and whose
+labels arrive late. A terminal view shows, per window, the most drifted
+features, performance with label coverage filling in, and alerts as they fire
+and resolve. Everything stops cleanly on Ctrl-C; nothing is left running.
 """
 
 from __future__ import annotations
 
+import csv
+import heapq
+import os
+import subprocess
+import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer
-from rich.console import Console
+from confluent_kafka import Producer
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from schemas import DriftlineSettings
-from streams.decode import RawMessage, decode_labels, decode_predictions
-from streams.embedded import GROUP_SETTINGS, embedded_broker
-from streams.synthetic import Scenario, ScenarioConfig, generate
+from schemas import DriftlineSettings, load_config
+from streams.embedded import EmbeddedBroker, parent_death_prefix
+from streams.points import Point, latest_points
+from streams.reference import build_reference
+from streams.sink import read_line_protocol
+from streams.synthetic import ScenarioConfig, generate
 from streams.topics import ensure_topics
 
+NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "days_since_login", "age",
+           "sessions_30d", "discount_pct")  # fmt: skip
+CATEGORICAL = ("plan", "device", "country")
 
-@dataclass
-class DemoTally:
-    """What the demo's consumer has seen so far."""
-
-    produced: int = 0
-    predictions: int = 0
-    labels: int = 0
-    dead_letters: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-    by_region: Counter[str] = field(default_factory=Counter)
-    first_event: str = ""
-    last_event: str = ""
-
-    def consumed(self) -> int:
-        return self.predictions + self.labels + self.dead_letters
-
-
-def _view(tally: DemoTally, drift_at: str) -> Table:
-    table = Table(title="driftline demo — ingestion", title_justify="left")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row("messages produced", f"{tally.produced:,}")
-    table.add_row("valid predictions", f"{tally.predictions:,}")
-    table.add_row("valid labels (late, joined later)", f"{tally.labels:,}")
-    table.add_row("dead letters", f"{tally.dead_letters:,}")
-    for reason, count in tally.reasons.most_common(5):
-        table.add_row(f"  refused at {reason}", f"{count:,}")
-    for region, count in sorted(tally.by_region.items()):
-        table.add_row(f"  predictions in region={region}", f"{count:,}")
-    table.add_row("event time seen", f"{tally.first_event[:19]} → {tally.last_event[:19]}")
-    table.add_row("drift starts at (event time)", drift_at)
-    return table
+CONFIG = """
+models:
+  - id: churn
+    task: binary
+    reference: churn-{{version}}.json
+    window: {{size: {window}s, allowed_lateness: 2s, label_horizon: 5m, orphan_label_ttl: 5m,
+              emit_interval: 1s}}
+    drift: {{min_samples: 100}}
+    performance: {{metrics: [accuracy, roc_auc], min_labelled: 30}}
+    features:
+{features}
+rules:
+  - name: feature-drift
+    kind: feature_drift
+    metric: ks
+    for: 2
+    resolve: {{for: 2}}
+    severity: warning
+  - name: dataset-drift
+    kind: dataset_drift
+    min_features: 2
+    for: 2
+    severity: critical
+retrain:
+  - name: retrain-on-drift
+    rules: [dataset-drift]
+    cooldown: 1h
+topics: {{partitions: 4}}
+"""
 
 
-def run_demo(
-    settings: DriftlineSettings, console: Console, predictions: int = 20_000, seed: int = 7
-) -> int:
-    """Run the demo; returns the process exit code."""
-    data_dir = Path(settings.data_dir) / "demo"
-    scenario = generate(ScenarioConfig(predictions=predictions, seed=seed))
-    console.print(f"starting an embedded broker (log: {data_dir / 'broker.log'})")
-    with embedded_broker(data_dir) as broker:
-        # The clients live in their own call so they are closed before the broker stops.
-        tally = _run_pipeline(broker.bootstrap, scenario, settings, console)
-    if tally.consumed() < tally.produced:
-        console.print(f"[red]only {tally.consumed():,} of {tally.produced:,} messages came back[/]")
-        return 1
-    console.print(
-        f"[green]every message accounted for:[/] {tally.predictions:,} predictions, "
-        f"{tally.labels:,} labels, {tally.dead_letters:,} dead letters with their reasons."
+@dataclass(frozen=True)
+class DemoPlan:
+    """How long and how busy the synthetic serving app is."""
+
+    duration_s: float = 120.0
+    rate_per_s: float = 60.0
+    window_s: int = 15
+    drift_from: float = 0.4
+    label_delay_s: float = 20.0
+    seed: int = 7
+
+
+def _write_config(directory: Path, plan: DemoPlan) -> Path:
+    features = "\n".join(
+        [f"      - {{name: {name}, kind: numeric}}" for name in NUMERIC]
+        + [f"      - {{name: {name}, kind: categorical}}" for name in CATEGORICAL]
     )
-    console.print(
-        "Drift statistics, late-label performance and alerts join this demo as the "
-        "detectors and stream workers land (see README)."
-    )
-    return 0
+    path = directory / "monitors.yaml"
+    path.write_text(CONFIG.format(window=plan.window_s, features=features))
+    return path
 
 
-def _run_pipeline(
-    bootstrap: str, scenario: Scenario, settings: DriftlineSettings, console: Console
-) -> DemoTally:
-    topics = settings.topics
-    client = {"bootstrap.servers": bootstrap}
-    ensure_topics(
-        client,
-        {topics["predictions"]: 4, topics["labels"]: 4, topics["dead_letter"]: 1},
+def _write_reference(directory: Path, config_path: Path) -> None:
+    training = generate(ScenarioConfig(predictions=20_000, drift_from=1.0, seed=1001))
+    data = directory / "training.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*NUMERIC, *CATEGORICAL, "prediction", "score"])
+        for event in training.predictions:
+            features = event["features"]
+            writer.writerow(
+                [
+                    *("" if features[name] is None else features[name] for name in NUMERIC),
+                    *(features[name] for name in CATEGORICAL),
+                    event["prediction"],
+                    event["scores"]["1"],
+                ]
+            )
+    model = load_config(config_path).model("churn")
+    reference = build_reference(
+        data, "churn", "1", model=model, prediction="prediction", score="score"
     )
-    tally = DemoTally()
-    producer = Producer({**client, "linger.ms": 20, "enable.idempotence": False})
-    for event in scenario.predictions:
-        producer.produce(
-            topics["predictions"], value=_json(event), key=event["prediction_id"].encode()
+    (directory / "churn-1.json").write_text(reference.to_json())
+
+
+def _view(found: list[Point], started: float, plan: DemoPlan, drift_at: datetime) -> Group:
+    drift: dict[datetime, list[tuple[float, str]]] = defaultdict(list)
+    psi: dict[tuple[datetime, str], float] = {}
+    performance: dict[datetime, dict[str, Any]] = defaultdict(dict)
+    alerts: list[Point] = []
+    for point in found:
+        tags = dict(point.tags)
+        moment = datetime.fromtimestamp(point.time_ns / 1e9, tz=UTC)
+        if point.measurement == "feature_drift" and tags.get("segment") == "all":
+            value = float(point.fields["statistic"])
+            if tags["method"] in ("ks", "jensenshannon"):
+                drift[moment].append((value, tags["feature"]))
+            elif tags["method"] == "psi":
+                psi[(moment, tags["feature"])] = value
+        elif point.measurement == "model_performance" and tags.get("segment") == "all":
+            performance[moment][tags["metric"]] = point.fields
+        elif point.measurement == "alerts":
+            alerts.append(point)
+    elapsed = time.monotonic() - started
+    windows = Table(
+        title=f"windows of {plan.window_s} s — {elapsed:.0f} of {plan.duration_s:.0f} s "
+        f"(drift starts {drift_at:%H:%M:%S} UTC)",
+        title_justify="left",
+    )
+    windows.add_column("window (UTC)")
+    windows.add_column("most drifted features (KS / JS, PSI)")
+    windows.add_column("accuracy", justify="right")
+    windows.add_column("AUC", justify="right")
+    windows.add_column("label coverage", justify="right")
+    for moment in sorted(set(drift) | set(performance))[-8:]:
+        top = sorted(drift.get(moment, []), reverse=True)[:3]
+        described = ", ".join(
+            f"{name} {value:.2f}"
+            + (f" / {psi[(moment, name)]:.2f}" if (moment, name) in psi else "")
+            for value, name in top
         )
-        producer.poll(0)
-    for label in scenario.labels:
-        producer.produce(topics["labels"], value=_json(label), key=label["prediction_id"].encode())
-        producer.poll(0)
-    for malformed in scenario.malformed:
-        producer.produce(topics["predictions"], value=malformed, key=b"malformed")
-    remaining = producer.flush(30)
-    if remaining:
-        console.print(f"[red]{remaining} messages were not delivered[/]")
-        return tally
-    tally.produced = len(scenario.predictions) + len(scenario.labels) + len(scenario.malformed)
-    consumer = Consumer(
-        {
-            **client,
-            **GROUP_SETTINGS,
-            "group.id": "driftline-demo",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
+        accuracy = performance.get(moment, {}).get("accuracy", {})
+        auc = performance.get(moment, {}).get("roc_auc", {})
+        coverage = accuracy.get("coverage")
+        windows.add_row(
+            f"{moment:%H:%M:%S}",
+            described or "–",
+            f"{accuracy['value']:.3f}" if "value" in accuracy else "–",
+            f"{auc['value']:.3f}" if "value" in auc else "–",
+            f"{coverage:.0%}" if isinstance(coverage, float) else "–",
+        )
+    fired = Table(title="alerts", title_justify="left")
+    fired.add_column("window end")
+    fired.add_column("state")
+    fired.add_column("rule")
+    fired.add_column("summary")
+    for point in sorted(alerts, key=lambda p: p.time_ns)[-8:]:
+        tags = dict(point.tags)
+        colour = "red" if tags["state"] == "firing" else "green"
+        fired.add_row(
+            f"{datetime.fromtimestamp(point.time_ns / 1e9, tz=UTC):%H:%M:%S}",
+            f"[{colour}]{tags['state']}[/]",
+            tags["rule"],
+            str(point.fields.get("summary", "")),
+        )
+    return Group(windows, fired)
+
+
+def _read_points(path: Path) -> list[Point]:
+    if not path.exists():
+        return []
+    return latest_points(read_line_protocol(path))
+
+
+def run_demo(settings: DriftlineSettings, console: Console, plan: DemoPlan | None = None) -> int:
+    """Run the demo; returns the process exit code."""
+    plan = plan or DemoPlan()
+    directory = Path(settings.data_dir).resolve() / "demo"
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics = directory / "data" / "metrics.lp"
+    for stale in (metrics, directory / "data" / "checkpoints"):
+        if stale.is_file():
+            stale.unlink()
+        elif stale.is_dir():
+            for file in stale.iterdir():
+                file.unlink()
+    config_path = _write_config(directory, plan)
+    console.print("building the reference profile from synthetic training data …")
+    _write_reference(directory, config_path)
+    worker: subprocess.Popen[bytes] | None = None
+    console.print(f"starting an embedded broker and a worker (logs in {directory})")
+    with EmbeddedBroker(directory / "broker.log") as broker:
+        topics = {name: 4 for name in settings.topics.values()}
+        ensure_topics({"bootstrap.servers": broker.bootstrap}, topics)
+        env = {
+            **os.environ,
+            "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "DRIFTLINE_DATA_DIR": str(directory / "data"),
+            "DRIFTLINE_KAFKA_SESSION_TIMEOUT_S": "6",
+            "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_S": "1",
         }
+        env.pop("DRIFTLINE_INFLUX_URL", None)
+        with (directory / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [*parent_death_prefix(), sys.executable, "-m", "streams.cli", "worker", "-c",
+                 str(config_path)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=directory,
+            )  # fmt: skip
+        try:
+            alerts = _serve(broker.bootstrap, settings, plan, console, metrics, worker)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+    fired = sum(1 for p in alerts if dict(p.tags)["state"] == "firing")
+    console.print(
+        f"[bold]demo finished:[/] {fired} alert(s) fired. Time series: {metrics} "
+        f"(line protocol); worker log: {directory / 'worker.log'}."
     )
-    consumer.subscribe([topics["predictions"], topics["labels"]])
-    dead_letters = Producer({**client, "linger.ms": 20})
-    deadline = time.monotonic() + 120
-    drift_at = scenario.drift_starts_at.isoformat()[:19]
-    with Live(_view(tally, drift_at), console=console, refresh_per_second=4) as live:
-        while tally.consumed() < tally.produced and time.monotonic() < deadline:
-            messages = consumer.consume(1000, timeout=0.5)
-            raw = [RawMessage.from_confluent(m) for m in messages if m.error() is None]
-            decoded_p = decode_predictions(
-                [m for m in raw if m.topic == topics["predictions"]], settings.limits
-            )
-            decoded_l = decode_labels(
-                [m for m in raw if m.topic == topics["labels"]], settings.limits
-            )
-            for letter in [*decoded_p.dead_letters, *decoded_l.dead_letters]:
-                dead_letters.produce(topics["dead_letter"], value=letter.model_dump_json().encode())
-            dead_letters.poll(0)
-            tally.predictions += len(decoded_p.events)
-            tally.labels += len(decoded_l.events)
-            tally.dead_letters += len(decoded_p.dead_letters) + len(decoded_l.dead_letters)
-            tally.reasons.update(decoded_p.reasons)
-            tally.reasons.update(decoded_l.reasons)
-            for prediction in decoded_p.events:
-                tally.by_region[(prediction.segment or {}).get("region", "?")] += 1
-                moment = prediction.timestamp.isoformat()
-                tally.first_event = min(tally.first_event or moment, moment)
-                tally.last_event = max(tally.last_event, moment)
-            live.update(_view(tally, drift_at))
-    console.print()
-    dead_letters.flush(10)
-    consumer.close()
-    return tally
+    return 0 if fired else 1
 
 
-def _json(event: dict[str, object]) -> bytes:
-    return orjson.dumps(event)
+def _serve(
+    bootstrap: str,
+    settings: DriftlineSettings,
+    plan: DemoPlan,
+    console: Console,
+    metrics: Path,
+    worker: subprocess.Popen[bytes],
+) -> list[Point]:
+    """The live serving app: predictions now, labels later; returns the alerts seen."""
+    started_at = datetime.now(UTC)
+    scenario = generate(
+        ScenarioConfig(
+            start=started_at,
+            predictions=int(plan.duration_s * plan.rate_per_s),
+            rate_per_s=plan.rate_per_s,
+            drift_from=plan.drift_from,
+            label_delay_s=plan.label_delay_s,
+            malformed_every=997,
+            seed=plan.seed,
+        )
+    )
+    schedule: list[tuple[float, int, str, bytes, bytes]] = []
+    for index, event in enumerate(scenario.predictions):
+        due = datetime.fromisoformat(event["timestamp"]).timestamp()
+        key = event["prediction_id"].encode()
+        schedule.append((due, index, settings.topic_predictions, key, orjson.dumps(event)))
+    offset = len(schedule)
+    for index, label in enumerate(scenario.labels):
+        due = datetime.fromisoformat(label["timestamp"]).timestamp()
+        key = label["prediction_id"].encode()
+        schedule.append((due, offset + index, settings.topic_labels, key, orjson.dumps(label)))
+    for index, raw in enumerate(scenario.malformed):
+        due = started_at.timestamp() + (index + 1) * plan.duration_s / (len(scenario.malformed) + 1)
+        schedule.append((due, 2 * offset + index, settings.topic_predictions, b"bad", raw))
+    heapq.heapify(schedule)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    started = time.monotonic()
+    end = started + plan.duration_s + plan.label_delay_s + 3 * plan.window_s
+    points: list[Point] = []
+    with Live(console=console, refresh_per_second=2) as live:
+        last_view = 0.0
+        while time.monotonic() < end:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker stopped (status {worker.returncode})")
+            now = time.time()
+            while schedule and schedule[0][0] <= now:
+                _, _, topic, key, value = heapq.heappop(schedule)
+                producer.produce(topic, value, key)
+            producer.poll(0)
+            if time.monotonic() - last_view >= 1.0:
+                points = _read_points(metrics)
+                live.update(_view(points, started, plan, scenario.drift_starts_at))
+                last_view = time.monotonic()
+            time.sleep(0.02)
+    producer.flush(10)
+    return [point for point in _read_points(metrics) if point.measurement == "alerts"]

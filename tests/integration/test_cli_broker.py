@@ -73,25 +73,20 @@ def test_topics_create_refuses_unequal_join_topics(kafka_bootstrap: str, tmp_pat
     assert f"{prefix}.predictions has 4 partitions but {prefix}.labels has 8" in result.stdout
 
 
-def test_demo_accounts_for_every_message(tmp_path: Path) -> None:
-    predictions = 2000
+def test_demo_runs_the_pipeline_and_alerts_on_the_drift(tmp_path: Path) -> None:
     result = driftline(
-        "demo",
-        "--predictions",
-        str(predictions),
-        "--seed",
-        "3",
-        env={"DRIFTLINE_DATA_DIR": str(tmp_path), "DRIFTLINE_TOPIC_DEAD_LETTER": "demo.dead"},
-    )
+        "demo", "--duration", "45", "--window", "10", "--rate", "50",
+        env={"DRIFTLINE_DATA_DIR": str(tmp_path), "COLUMNS": "200"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    scenario = generate(ScenarioConfig(predictions=predictions, seed=3))
-    expected = (
-        f"every message accounted for: {predictions:,} predictions, "
-        f"{len(scenario.labels):,} labels, {len(scenario.malformed):,} dead letters"
-    )
-    assert expected in result.stdout
-    assert len(scenario.malformed) == 4
-    assert (tmp_path / "demo" / "broker.log").exists()
+    assert "alert(s) fired" in result.stdout
+    assert "firing" in result.stdout and "feature-drift" in result.stdout
+    metrics = (tmp_path / "demo" / "data" / "metrics.lp").read_text()
+    assert "feature_drift,feature=monthly_charges,method=ks" in metrics
+    assert "model_performance,metric=accuracy" in metrics
+    # the broker and the worker were stopped
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(tmp_path) not in ps.stdout
 
 
 def test_dead_letters_name_their_reason(kafka_bootstrap: str) -> None:
