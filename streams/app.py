@@ -380,6 +380,9 @@ class Worker:
                     ready.append(
                         points.alerts(
                             model_id=event.model_id,
+                            model_version=event.model_version,
+                            segment=event.segment,
+                            feature=event.feature,
                             rule=event.rule,
                             severity=event.severity,
                             state=event.state,

@@ -72,7 +72,7 @@ TAGS: Final[Mapping[str, tuple[str, ...]]] = {
     "label_lag": ("model_id", "model_version"),
     "data_quality": ("model_id", "model_version", "feature"),
     "volume": ("model_id", "model_version", "segment"),
-    "alerts": ("model_id", "rule", "severity", "state"),
+    "alerts": ("model_id", "model_version", "segment", "feature", "rule", "severity", "state"),
 }
 """Tag keys of every measurement (DESIGN.md, "InfluxDB layout")."""
 
@@ -829,6 +829,9 @@ def volume(
 def alerts(
     *,
     model_id: str,
+    model_version: str,
+    segment: str,
+    feature: str | None,
     rule: str,
     severity: str,
     state: str,
@@ -839,20 +842,27 @@ def alerts(
     """An ``alerts`` point: an alert firing or resolving.
 
     Line breaks in ``summary`` become spaces (see the module notes);
-    ``value`` is None (not written) when the alert carries no number.
+    ``value`` is None (not written) when the alert carries no number. The
+    version, segment and feature are tags (``feature=-`` when the alert is not
+    about one feature) so alerts of one rule on several features or segments in
+    the same window stay separate series instead of overwriting each other.
 
     Examples
     --------
     >>> alerts(
-    ...     model_id="churn", rule="f1 drop", severity="critical", state="firing",
+    ...     model_id="churn", model_version="3", segment="all", feature=None,
+    ...     rule="f1 drop", severity="critical", state="firing",
     ...     value=0.61, summary='f1 0.61 < 0.7\\nsee "runbook"', time=0,
     ... ).to_line_protocol()
-    'alerts,model_id=churn,rule=f1\\\\ drop,severity=critical,state=firing value=0.61,summary="f1 0.61 < 0.7 see \\\\"runbook\\\\"" 0'
+    'alerts,feature=-,model_id=churn,model_version=3,rule=f1\\\\ drop,segment=all,severity=critical,state=firing value=0.61,summary="f1 0.61 < 0.7 see \\\\"runbook\\\\"" 0'
     """  # noqa: E501
     if not isinstance(summary, str):
         raise ValueError(f"field summary must be a string, got {type(summary).__name__}")
     tags = [
         _tag("model_id", model_id),
+        _tag("model_version", model_version),
+        _tag("segment", segment),
+        _tag("feature", "-" if feature is None else feature),
         _tag("rule", rule),
         _tag("severity", severity),
         _tag("state", state),

@@ -149,7 +149,10 @@ def pipeline(kafka_bootstrap: str, victoria_metrics_url: str, tmp_path: Path) ->
         ScenarioConfig(start=start, predictions=6_000, rate_per_s=2.0, drift_from=0.5, seed=11)
     )
     early = {label["prediction_id"] for label in scenario.labels[::40]}
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    # lz4 as serving apps often compress: the workers must read it.
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    )
     predictions_topic, labels_topic = (
         env["DRIFTLINE_TOPIC_PREDICTIONS"],
         env["DRIFTLINE_TOPIC_LABELS"],

@@ -237,6 +237,9 @@ def test_volume_line() -> None:
 def test_alerts_line_with_string_escapes() -> None:
     point = pts.alerts(
         model_id="churn",
+        model_version="v3",
+        segment="region=eu",
+        feature="tenure",
         rule="f1, below baseline",
         severity="critical",
         state="firing",
@@ -245,7 +248,8 @@ def test_alerts_line_with_string_escapes() -> None:
         time=datetime(2024, 3, 1, 13, 0, 5, 123456, tzinfo=UTC),
     )
     assert point.to_line_protocol() == (
-        r"alerts,model_id=churn,rule=f1\,\ below\ baseline,severity=critical,state=firing "
+        r"alerts,feature=tenure,model_id=churn,model_version=v3,rule=f1\,\ below\ baseline,"
+        r"segment=region\=eu,severity=critical,state=firing "
         r'value=0.61,summary="f1 \"0.61\" < 0.70 on C:\\data see runbook" '
         "1709298005123456000"
     )
@@ -477,6 +481,9 @@ def _every_measurement() -> dict[str, Point]:
         ),
         "alerts": pts.alerts(
             model_id="m",
+            model_version="1",
+            segment="all",
+            feature=None,
             rule="r",
             severity="warning",
             state="resolved",
@@ -496,7 +503,10 @@ def test_constructors_follow_the_design_layout() -> None:
         "label_lag": {"model_id", "model_version"},
         "data_quality": {"model_id", "model_version", "feature"},
         "volume": {"model_id", "model_version", "segment"},
-        "alerts": {"model_id", "rule", "severity", "state"},
+        # alerts extends DESIGN's tags with version, segment and feature: with only
+        # rule/severity/state, alerts of one rule on several features in the same
+        # window were one series and overwrote each other.
+        "alerts": {"model_id", "model_version", "segment", "feature", "rule", "severity", "state"},
     }
     built = _every_measurement()
     assert built.keys() == MEASUREMENTS.keys() == design_tags.keys()
