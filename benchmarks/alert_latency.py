@@ -744,10 +744,11 @@ def measure_alerts(
                     index = int(alert.window_start.timestamp() * MICROS) // window_us
                     if expected.get(index) == alert.state and index not in received:
                         received[index] = (alert, arrival)
+                        close = tracker.close_of(index)
+                        after = "" if close is None else f", {arrival.received_at - close[0]:.2f} s"
                         console.print(
-                            f"  {alert.state:8} window {alert.window_start:%H:%M:%S} "
-                            f"(KS {alert.value:.3f}) after {arrival.received_at - now:+.1f} s "
-                            f"{len(received)}/{args.transitions}"
+                            f"  {len(received):2}/{args.transitions} {alert.state:8} window "
+                            f"{alert.window_start:%H:%M:%S} (KS {alert.value:.3f}{after})"
                         )
                     else:
                         phase.unexpected.append(
