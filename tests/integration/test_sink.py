@@ -114,8 +114,8 @@ def rows_for(model_id: str) -> list[Row]:
         ),
         (
             "alerts",
-            {"model_id": model_id, "rule": "f1, below baseline", "severity": "critical"}
-            | {"state": "firing"},
+            {**version, "segment": "all", "feature": "tenure", "rule": "f1, below baseline"}
+            | {"severity": "critical", "state": "firing"},
             {"value": 0.61, "summary": 'f1 "0.61" < 0.70 on C:\\data, see runbook'},
             W1 + timedelta(seconds=5, microseconds=123_456),
         ),
