@@ -50,7 +50,7 @@ def describe_target(channel: str, index: int, url: SecretStr) -> str:
 
     Examples
     --------
-    >>> describe_target("oncall", 0, SecretStr("slack://T000/B000/XXXXXXXX"))
+    >>> describe_target("oncall", 0, SecretStr("slack://T000/B000/abcdefgh"))
     'oncall[0] (slack://…)'
     """
     scheme = url.get_secret_value().split("://", 1)[0] if "://" in url.get_secret_value() else "?"
