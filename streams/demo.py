@@ -10,7 +10,6 @@ and resolve. Everything stops cleanly on Ctrl-C; nothing is left running.
 
 from __future__ import annotations
 
-import csv
 import heapq
 import os
 import subprocess
@@ -33,12 +32,17 @@ from streams.embedded import EmbeddedBroker, parent_death_prefix
 from streams.points import Point, latest_points
 from streams.reference import build_reference
 from streams.sink import read_line_protocol
-from streams.synthetic import ScenarioConfig, generate
+from streams.synthetic import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    ScenarioConfig,
+    generate,
+    write_training_csv,
+)
 from streams.topics import ensure_topics
 
-NUMERIC = ("tenure_months", "monthly_charges", "support_calls", "days_since_login", "age",
-           "sessions_30d", "discount_pct")  # fmt: skip
-CATEGORICAL = ("plan", "device", "country")
+NUMERIC = NUMERIC_FEATURES
+CATEGORICAL = CATEGORICAL_FEATURES
 
 CONFIG = """
 models:
@@ -94,21 +98,8 @@ def _write_config(directory: Path, plan: DemoPlan) -> Path:
 
 
 def _write_reference(directory: Path, config_path: Path) -> None:
-    training = generate(ScenarioConfig(predictions=20_000, drift_from=1.0, seed=1001))
     data = directory / "training.csv"
-    with data.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*NUMERIC, *CATEGORICAL, "prediction", "score"])
-        for event in training.predictions:
-            features = event["features"]
-            writer.writerow(
-                [
-                    *("" if features[name] is None else features[name] for name in NUMERIC),
-                    *(features[name] for name in CATEGORICAL),
-                    event["prediction"],
-                    event["scores"]["1"],
-                ]
-            )
+    write_training_csv(data, seed=1001)
     model = load_config(config_path).model("churn")
     reference = build_reference(
         data, "churn", "1", model=model, prediction="prediction", score="score"

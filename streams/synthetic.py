@@ -11,9 +11,11 @@ is exercised.
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,20 @@ PLANS = ("basic", "standard", "gold", "platinum")
 DEVICES = ("ios", "android", "web")
 REGIONS = ("eu", "us", "apac")
 COUNTRIES = ("de", "fr", "es", "it", "us", "ca", "jp", "au")
+
+NUMERIC_FEATURES = (
+    "tenure_months",
+    "monthly_charges",
+    "support_calls",
+    "days_since_login",
+    "age",
+    "sessions_30d",
+    "discount_pct",
+)
+"""The numeric features of the synthetic model."""
+
+CATEGORICAL_FEATURES = ("plan", "device", "country")
+"""The categorical features of the synthetic model."""
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b"{not json",
@@ -208,3 +224,29 @@ def generate(config: ScenarioConfig) -> Scenario:
         malformed=malformed,
         drift_starts_at=config.start + timedelta(seconds=math.floor(drift_offset)),
     )
+
+
+def write_training_csv(path: Path, predictions: int = 20_000, seed: int = 101) -> None:
+    """Write undrifted traffic as a training set: features, prediction, score, label.
+
+    ``label`` is the model's own prediction, so the reference baseline is the
+    model's agreement with itself; ``driftline reference build`` reads the file.
+    """
+    training = generate(ScenarioConfig(predictions=predictions, drift_from=1.0, seed=seed))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, "prediction", "score", "label"])
+        for event in training.predictions:
+            features = event["features"]
+            writer.writerow(
+                [
+                    *(
+                        "" if features[name] is None else features[name]
+                        for name in NUMERIC_FEATURES
+                    ),
+                    *(features[name] for name in CATEGORICAL_FEATURES),
+                    event["prediction"],
+                    event["scores"]["1"],
+                    event["prediction"],
+                ]
+            )

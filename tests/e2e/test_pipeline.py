@@ -10,7 +10,6 @@ generated events — not with anything the worker reports about itself.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import signal
@@ -33,7 +32,7 @@ from detectors.profile import ReferenceProfile
 from detectors.registry import run_drift
 from detectors.sketch import empty_sketch
 from schemas import DeadLetter
-from streams.synthetic import ScenarioConfig, generate
+from streams.synthetic import ScenarioConfig, generate, write_training_csv
 from tests.servers import VMSeries, consume_messages, unique_topic_name, vm_export
 
 pytestmark = pytest.mark.integration
@@ -99,21 +98,7 @@ def _driftline(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
 
 
 def _write_training_csv(path: Path) -> None:
-    training = generate(ScenarioConfig(predictions=20_000, drift_from=1.0, seed=101))
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*NUMERIC, *CATEGORICAL, "prediction", "score", "label"])
-        for event in training.predictions:
-            features = event["features"]
-            writer.writerow(
-                [
-                    *("" if features[name] is None else features[name] for name in NUMERIC),
-                    *(features[name] for name in CATEGORICAL),
-                    event["prediction"],
-                    event["scores"]["1"],
-                    event["prediction"],
-                ]
-            )
+    write_training_csv(path, predictions=20_000, seed=101)
 
 
 @pytest.fixture
