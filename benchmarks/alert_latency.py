@@ -80,22 +80,14 @@ from rich.table import Table
 
 from schemas import AlertEvent
 from streams.embedded import EmbeddedBroker, parent_death_prefix
-from streams.synthetic import ScenarioConfig, generate
+from streams.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, ScenarioConfig, generate
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "churn"
 MODEL_VERSION = "1"
-NUMERIC = (
-    "tenure_months",
-    "monthly_charges",
-    "support_calls",
-    "days_since_login",
-    "age",
-    "sessions_30d",
-    "discount_pct",
-)
-CATEGORICAL = ("plan", "device", "country")
+NUMERIC = NUMERIC_FEATURES
+CATEGORICAL = CATEGORICAL_FEATURES
 DRIFTING_FEATURE = "monthly_charges"
 KS_THRESHOLD = 0.2
 """KS statistic of the rule: about 0.48 on drifted windows, about 0.02 on normal ones."""

@@ -38,20 +38,17 @@ from typing import Any
 
 from schemas import DriftlineSettings, LabelEvent, PredictionEvent
 from streams.producer import EventProducer
-from streams.synthetic import ScenarioConfig, generate
+from streams.synthetic import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    ScenarioConfig,
+    generate,
+)
 
 log = logging.getLogger("demo-producer")
 
-NUMERIC = (
-    "tenure_months",
-    "monthly_charges",
-    "support_calls",
-    "days_since_login",
-    "age",
-    "sessions_30d",
-    "discount_pct",
-)
-CATEGORICAL = ("plan", "device", "country")
+NUMERIC = NUMERIC_FEATURES
+CATEGORICAL = CATEGORICAL_FEATURES
 
 
 def write_training_data(path: Path, rows: int, seed: int) -> int:
