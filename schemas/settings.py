@@ -8,6 +8,7 @@ they print as ``**********`` in logs, reprs and errors.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,29 @@ class DriftlineSettings(BaseSettings):
     )
     kafka_heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="Consumer-group heartbeat interval of the workers."
+    )
+
+    group_id: str = Field(
+        default="driftline",
+        min_length=1,
+        description=(
+            "Consumer-group name of the workers: the inputs are read by group "
+            "`<group_id>-ingest`, the window partials by `<group_id>-merge`."
+        ),
+    )
+    checkpoint_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How often a worker saves each partition's join and windows and commits "
+            "the offsets they cover; a crash replays at most this much input."
+        ),
+    )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Longest time the broker may hold a fetch waiting for data.",
     )
 
     influx_url: str | None = Field(
@@ -103,6 +127,46 @@ class DriftlineSettings(BaseSettings):
             max_features=self.max_features,
             max_string_length=self.max_string_length,
         )
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Connection settings for aiokafka clients (the worker's consumers).
+
+        Examples
+        --------
+        >>> config = DriftlineSettings(
+        ...     kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+        ...     kafka_sasl_username="svc", kafka_sasl_password="pw",
+        ... ).aiokafka_config()
+        >>> config["sasl_mechanism"], config["sasl_plain_username"], config["sasl_plain_password"]
+        ('SCRAM-SHA-256', 'svc', 'pw')
+        """
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_context"] = self.ssl_context()
+        if self.kafka_sasl_mechanism is not None:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username is not None:
+            config["sasl_plain_username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS context from the CA file and, for mTLS, the client certificate and key."""
+        context = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+        )
+        if self.kafka_ssl_certfile is not None and self.kafka_ssl_keyfile is not None:
+            password = self.kafka_ssl_key_password
+            context.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                str(self.kafka_ssl_keyfile),
+                password.get_secret_value() if password else None,
+            )
+        return context
 
     def confluent_config(self) -> dict[str, Any]:
         """Connection settings for confluent-kafka (librdkafka) clients.

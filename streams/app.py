@@ -1,25 +1,30 @@
 """The faust application behind ``driftline worker``.
 
-Two agents and a timer:
+faust runs the process (start-up, signals, timers, the producer); the topics
+are read by two batch consumer loops (:mod:`streams.consumer`) running as
+tasks of the app:
 
-* ``ingest`` reads the predictions and labels topics (co-partitioned) in
-  batches, hands each partition's messages to its
-  :class:`~streams.partition.PartitionProcessor`, sends dead letters and window
-  partials on, and checkpoints the partition before faust acknowledges the
-  batch — so the committed offset never runs ahead of the saved state.
+* ``ingest`` reads the predictions and labels topics (co-partitioned) a
+  whole fetch at a time, hands each partition's messages to its
+  :class:`~streams.partition.PartitionProcessor` and sends dead letters and
+  window partials on. Every ``checkpoint_interval_s`` (and on revocation and
+  shutdown) it delivers those outputs, saves each changed partition's state
+  with the offsets it covers, and only then commits the offsets; after a
+  restart each partition resumes from its checkpoint's offsets.
 * ``merge`` reads the partials topic (keyed by model) and feeds the
-  :class:`~streams.merger.WindowMerger`, whose points go to the sink; the sink
-  is flushed before the batch is acknowledged.
+  :class:`~streams.merger.WindowMerger`, whose points go to the sink, and the
+  alert engine, whose events go to the alerts and retrain-requests topics;
+  its state is saved after every batch.
 * a one-second timer evaluates windows held back by idle partitions and
   throttled performance updates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +32,13 @@ from typing import Any
 import faust
 import orjson
 from confluent_kafka.admin import AdminClient
+from faust.app.base import BootStrategy
 
 from alerts.engine import AlertEngine
 from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams import points
+from streams.consumer import BatchConsumer, LoopSettings, Partition
 from streams.decode import RawMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
@@ -83,18 +90,7 @@ def _credentials(settings: DriftlineSettings) -> Any:
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context: ssl.SSLContext | None = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
-            password = settings.kafka_ssl_key_password
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile),
-                password.get_secret_value() if password else None,
-            )
+    context = settings.ssl_context() if protocol in ("SSL", "SASL_SSL") else None
     if protocol.startswith("SASL"):
         password = settings.kafka_sasl_password
         username = settings.kafka_sasl_username or ""
@@ -164,6 +160,7 @@ class Worker:
         self.engines: dict[int, AlertEngine] = {}
         self.sink = sink or make_sink(settings)
         self.notifier = Notifier({name: channel.urls for name, channel in config.channels.items()})
+        self.loops: list[BatchConsumer] = []
 
     def forget(self, topic: str, partitions: set[int]) -> None:
         """Drop in-memory state of revoked partitions; their checkpoints stay on disk.
@@ -223,8 +220,12 @@ class Worker:
     def _checkpoint_path(self, partition: int) -> Path:
         return self.checkpoints / f"partition-{partition}.bin"
 
+    def has_checkpoint(self, partition: int) -> bool:
+        """Whether a source partition has saved state (in memory or on disk)."""
+        return partition in self.processors or self._checkpoint_path(partition).exists()
+
     def checkpoint(self, partition: int) -> None:
-        """Save a partition's state (before its batch is acknowledged)."""
+        """Save a partition's state with the offsets it covers (before they are committed)."""
         write_atomically(self._checkpoint_path(partition), self.processors[partition].to_bytes())
 
     def ingest(self, messages: list[RawMessage]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
@@ -288,19 +289,13 @@ class Worker:
                 partials.append(
                     (model.id.encode(), encode_partial("watermark", partition, model.id, body))
                 )
-            self.checkpoint(partition)
         return dead, partials
 
     def merge(self, messages: list[tuple[int, bytes]]) -> Outbox:
         """Apply partial messages ``(partials partition, value)``; flush ready points."""
-        touched: set[int] = set()
         for partition, value in messages:
             self._apply_partial(self.merger(partition), orjson.loads(value))
-            touched.add(partition)
-        outbox = self.emit()
-        for partition in touched:
-            self.checkpoint_merger(partition)
-        return outbox
+        return self.emit()
 
     def checkpoint_merger(self, partition: int) -> None:
         """Save a partials partition's merger and alert state."""
@@ -413,18 +408,88 @@ class Worker:
         return outbox
 
 
+class _InputHandler:
+    """Drives the worker's partition processors from the input topics' consumer loop."""
+
+    def __init__(self, app: faust.App, worker: Worker, dead_letters: Any, partials: Any) -> None:
+        self.app = app
+        self.worker = worker
+        self.dead_letters = dead_letters
+        self.partials = partials
+
+    def assigned(self, partitions: set[Partition]) -> dict[Partition, int]:
+        positions: dict[Partition, int] = {}
+        for number in sorted({number for _, number in partitions}):
+            if self.worker.has_checkpoint(number):
+                join = self.worker.processor(number).join
+                positions.update(
+                    {(topic, n): join.next_offset(topic) for topic, n in partitions if n == number}
+                )
+            else:
+                self.worker.processor(number)
+        return positions
+
+    async def handle(self, messages: list[RawMessage]) -> None:
+        dead, outgoing = self.worker.ingest(messages)
+        for letter in dead:
+            await self.dead_letters.send(value=letter)
+        for key, value in outgoing:
+            await self.partials.send(key=key, value=value)
+
+    async def checkpoint(self, partitions: set[Partition]) -> None:
+        # Outputs of the batches first: a checkpoint never covers a partial
+        # or a dead letter the broker has not acknowledged.
+        await self.app.producer.flush()
+        for number in sorted({number for _, number in partitions}):
+            if number in self.worker.processors:
+                self.worker.checkpoint(number)
+
+    def revoked(self, partitions: set[Partition]) -> None:
+        for topic in {topic for topic, _ in partitions}:
+            self.worker.forget(topic, {n for t, n in partitions if t == topic})
+
+
+class _MergeHandler:
+    """Drives the mergers and alert engines from the partials topic's consumer loop."""
+
+    def __init__(self, worker: Worker, publish: Callable[[Outbox], Awaitable[None]]) -> None:
+        self.worker = worker
+        self.publish = publish
+
+    def assigned(self, partitions: set[Partition]) -> dict[Partition, int]:
+        for _, number in sorted(partitions):
+            self.worker.merger(number)
+        return {}
+
+    async def handle(self, messages: list[RawMessage]) -> None:
+        outbox = self.worker.merge([(m.partition, m.value or b"") for m in messages])
+        await self.publish(outbox)
+
+    async def checkpoint(self, partitions: set[Partition]) -> None:
+        for _, number in sorted(partitions):
+            if number in self.worker.mergers:
+                self.worker.checkpoint_merger(number)
+
+    def revoked(self, partitions: set[Partition]) -> None:
+        self.worker.forget(self.worker.settings.topic_partials, {n for _, n in partitions})
+
+
 def build_app(
     settings: DriftlineSettings,
     config: MonitorConfig,
     config_dir: Path,
     *,
-    batch_size: int = 2000,
-    batch_within_s: float = 0.5,
+    max_records: int = 5000,
 ) -> tuple[faust.App, Worker]:
-    """The faust app of a worker and the state it drives."""
+    """The faust app of a worker and the state it drives.
+
+    The app runs two batch consumer loops as tasks (the input topics in group
+    ``<group_id>-ingest``, the partials topic in ``<group_id>-merge``), the
+    one-second evaluation timer, the minute counter log and the notifier.
+    """
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        "driftline",
+        settings.group_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -438,34 +503,13 @@ def build_app(
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         datadir=str(Path(settings.data_dir) / "faust"),
     )
+    # faust's own consumer stays off: the topics are read by the batch loops below.
+    app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
     worker = Worker(settings, config, config_dir, source_partitions(settings))
-    inputs = app.topic(
-        settings.topic_predictions, settings.topic_labels, key_type=bytes, value_type=bytes
-    )
     dead_letters = app.topic(settings.topic_dead_letter, key_type=bytes, value_type=bytes)
     partials = app.topic(settings.topic_partials, key_type=bytes, value_type=bytes)
     alerts_topic = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
     retrain_topic = app.topic(settings.topic_retrain_requests, key_type=bytes, value_type=bytes)
-
-    async def ingest(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(batch_size, within=batch_within_s):
-            messages = [
-                RawMessage(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
-            dead, outgoing = worker.ingest(messages)
-            for letter in dead:
-                await dead_letters.send(value=letter)
-            for key, value in outgoing:
-                await partials.send(key=key, value=value)
-            await app.producer.flush()
-            yield None
 
     async def publish(outbox: Outbox) -> None:
         for key, value in outbox.alerts:
@@ -475,11 +519,30 @@ def build_app(
         if outbox.alerts or outbox.retrain_requests:
             await app.producer.flush()
 
-    async def merge(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(batch_size, within=batch_within_s):
-            outbox = worker.merge([(e.message.partition, e.message.value) for e in events])
-            await publish(outbox)
-            yield None
+    ingest_loop = BatchConsumer(
+        settings,
+        [settings.topic_predictions, settings.topic_labels],
+        _InputHandler(app, worker, dead_letters, partials),
+        LoopSettings(
+            f"{settings.group_id}-ingest",
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            max_records=max_records,
+        ),
+    )
+    merge_loop = BatchConsumer(
+        settings,
+        [settings.topic_partials],
+        _MergeHandler(worker, publish),
+        # Partials are few and the merger's state is small: saved after every batch.
+        LoopSettings(f"{settings.group_id}-merge", checkpoint_interval_s=0.0),
+    )
+    worker.loops = [ingest_loop, merge_loop]
+
+    async def ingest() -> None:
+        await ingest_loop.run()
+
+    async def merge() -> None:
+        await merge_loop.run()
 
     async def tick() -> None:
         outbox = worker.emit()
@@ -493,17 +556,14 @@ def build_app(
     async def report() -> None:
         worker.log_counters()
 
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked: set[Any] = set(args[0]) if args else set(kwargs.get("revoked", ()))
-        by_topic: dict[str, set[int]] = defaultdict(set)
-        for tp in revoked:
-            by_topic[tp.topic].add(tp.partition)
-        for topic, numbers in by_topic.items():
-            worker.forget(topic, numbers)
+    async def stop_loops(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Before faust flushes and stops its producer: the loops' last
+        # checkpoint delivers their outputs first.
+        await asyncio.gather(*(loop.stop() for loop in worker.loops))
 
-    app.on_partitions_revoked.connect(on_revoked)
-    app.agent(inputs, name="driftline.ingest")(ingest)
-    app.agent(partials, name="driftline.merge")(merge)
+    app.on_before_shutdown.connect(stop_loops)
+    app.task(ingest)
+    app.task(merge)
     app.timer(1.0)(tick)
     app.timer(60.0)(report)
     app.task(notifications)

@@ -103,6 +103,12 @@ def victoria_metrics_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     yield from _serve(start_victoria_metrics, tmp_path_factory.mktemp("victoria-metrics"))
 
 
+@pytest.fixture
+def own_victoria_metrics_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A VictoriaMetrics of this test alone: nothing another test wrote is in it."""
+    yield from _serve(start_victoria_metrics, tmp_path_factory.mktemp("own-victoria-metrics"))
+
+
 @pytest.fixture(scope="session")
 def influxdb1_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of an InfluxDB 1.x started for the session."""

@@ -102,13 +102,13 @@ def _write_training_csv(path: Path) -> None:
 
 
 @pytest.fixture
-def pipeline(kafka_bootstrap: str, victoria_metrics_url: str, tmp_path: Path) -> Iterator[Run]:
+def pipeline(kafka_bootstrap: str, own_victoria_metrics_url: str, tmp_path: Path) -> Iterator[Run]:
     prefix = unique_topic_name("e2e")
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "DRIFTLINE_KAFKA_SESSION_TIMEOUT_S": "6",
         "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_S": "1",
-        "DRIFTLINE_INFLUX_URL": victoria_metrics_url,
+        "DRIFTLINE_INFLUX_URL": own_victoria_metrics_url,
         "DRIFTLINE_INFLUX_TOKEN": "e2e-token",
         "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
         "DRIFTLINE_TOPIC_PREDICTIONS": f"{prefix}.predictions",
@@ -180,12 +180,14 @@ def pipeline(kafka_bootstrap: str, victoria_metrics_url: str, tmp_path: Path) ->
     )
 
 
-def _start_worker(run: Run, name: str) -> subprocess.Popen[bytes]:
+def _start_worker(
+    run: Run, name: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log = (run.workdir / f"{name}.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "-c", "monitors.yaml"],
         cwd=run.workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **run.env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **run.env, **(extra_env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -361,15 +363,15 @@ def _check_dead_letters(run: Run, bootstrap: str) -> None:
 
 
 def test_one_worker_matches_an_offline_computation(
-    pipeline: Run, victoria_metrics_url: str, kafka_bootstrap: str
+    pipeline: Run, own_victoria_metrics_url: str, kafka_bootstrap: str
 ) -> None:
     windows = _expected_windows(pipeline)
     assert len(windows) >= 3
     worker = _start_worker(pipeline, "worker")
     try:
-        _wait_for(pipeline, victoria_metrics_url, windows, [worker])
+        _wait_for(pipeline, own_victoria_metrics_url, windows, [worker])
         time.sleep(3)  # let the last performance re-emissions land
-        _check_points(pipeline, victoria_metrics_url, windows)
+        _check_points(pipeline, own_victoria_metrics_url, windows)
         _check_dead_letters(pipeline, kafka_bootstrap)
     finally:
         _stop(worker)
@@ -377,14 +379,14 @@ def test_one_worker_matches_an_offline_computation(
 
 
 def test_two_workers_give_the_same_points(
-    pipeline: Run, victoria_metrics_url: str, kafka_bootstrap: str
+    pipeline: Run, own_victoria_metrics_url: str, kafka_bootstrap: str
 ) -> None:
     windows = _expected_windows(pipeline)
     workers = [_start_worker(pipeline, "worker-a"), _start_worker(pipeline, "worker-b")]
     try:
-        _wait_for(pipeline, victoria_metrics_url, windows, workers, timeout=180)
+        _wait_for(pipeline, own_victoria_metrics_url, windows, workers, timeout=180)
         time.sleep(3)
-        _check_points(pipeline, victoria_metrics_url, windows)
+        _check_points(pipeline, own_victoria_metrics_url, windows)
         _check_dead_letters(pipeline, kafka_bootstrap)
         logs = [(pipeline.workdir / f"worker-{n}.log").read_text() for n in "ab"]
         # Both workers took part: each one processed partitions of its own.
@@ -395,24 +397,29 @@ def test_two_workers_give_the_same_points(
 
 
 def test_a_killed_worker_resumes_without_loss_or_double_counting(
-    pipeline: Run, victoria_metrics_url: str, kafka_bootstrap: str
+    pipeline: Run, own_victoria_metrics_url: str, kafka_bootstrap: str
 ) -> None:
     windows = _expected_windows(pipeline)
-    first = _start_worker(pipeline, "worker-1")
+    # Checkpoints every 50 ms, so the first one is written early in the scenario.
+    first = _start_worker(pipeline, "worker-1", {"DRIFTLINE_CHECKPOINT_INTERVAL_S": "0.05"})
     try:
         checkpoints = pipeline.workdir / "data" / "checkpoints"
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(list(checkpoints.glob("partition-*.bin"))) < 2:
-            time.sleep(0.05)
+        while time.monotonic() < deadline and not list(checkpoints.glob("partition-*.bin")):
+            time.sleep(0.02)
         assert list(checkpoints.glob("partition-*.bin")), "the worker never checkpointed"
     finally:
         first.kill()  # no clean shutdown: state is whatever the last checkpoint holds
         first.wait(10)
+    volume = _series(own_victoria_metrics_url, "volume_predictions")
+    written = {t for points in volume.values() for t, _ in points}
+    # killed mid-scenario: some expected windows were not written yet
+    assert not {start * 1000 for start in windows} <= written
     second = _start_worker(pipeline, "worker-2")
     try:
-        _wait_for(pipeline, victoria_metrics_url, windows, [second], timeout=180)
+        _wait_for(pipeline, own_victoria_metrics_url, windows, [second], timeout=180)
         time.sleep(3)
-        _check_points(pipeline, victoria_metrics_url, windows)
+        _check_points(pipeline, own_victoria_metrics_url, windows)
         _check_dead_letters(pipeline, kafka_bootstrap)
         assert "restored from" in (pipeline.workdir / "worker-2.log").read_text()
     finally:

@@ -35,7 +35,10 @@ def test_worker_turns_messages_into_points_and_checkpoints(
     messages += [RawMessage("p", 0, 6, b"z", prediction("z", 95, 0.0))]
     dead, partials = worker.ingest(messages)
     assert dead == []
-    assert (tmp_path / "data" / "checkpoints" / "partition-0.bin").exists()
+    checkpoint = tmp_path / "data" / "checkpoints" / "partition-0.bin"
+    assert not checkpoint.exists()  # saved on the loop's cadence, not per batch
+    worker.checkpoint(0)
+    assert checkpoint.exists()
     kinds = [orjson.loads(value)["kind"] for _, value in partials]
     assert kinds.count("drift") == 2  # the [0, 60) window: segments all and region=eu
     assert all(key == b"churn" for key, _ in partials)
@@ -57,6 +60,7 @@ def test_a_revoked_partition_is_read_back_from_its_checkpoint(tmp_path: Path) ->
     worker = make_worker(tmp_path)
     first = [RawMessage("p", 0, i, f"a{i}".encode(), prediction(f"a{i}", i, 0.1)) for i in range(3)]
     worker.ingest(first)
+    worker.checkpoint(0)
     worker.forget("p", {0})
     assert worker.processors == {}
     # the same messages again (as after a rebalance): skipped by their offsets

@@ -1,0 +1,247 @@
+"""The worker's batch consumer loop: whole fetches in, state saved, offsets committed.
+
+faust's stream hands an agent one event at a time, which caps a worker at
+about 11 k messages a second on this project's benchmark machine, whatever
+the agent does (docs/performance.md). The worker therefore reads its topics
+with aiokafka's ``getmany`` — every record a fetch brought, per partition —
+and runs the loop as a task of its faust app, which still provides the
+process: start-up, signals, timers, the producer, logging.
+
+The loop's contract with its owner (:class:`BatchHandler`):
+
+* ``assigned`` names the partitions this consumer now owns and may return the
+  position to start each from: the offsets its saved state covers. The
+  position comes from the owner's checkpoint, not only from the group's
+  committed offset, so a restart resumes exactly where the state ends even
+  when the broker's offset bookkeeping is behind or wrong.
+* ``handle`` applies a batch (never records of a partition this consumer no
+  longer owns).
+* ``checkpoint`` saves the state of some partitions; only then are their
+  consumed positions committed, so a committed offset never runs ahead of
+  saved state. It runs every ``checkpoint_interval_s``, when partitions are
+  revoked, and when the loop stops.
+* ``revoked`` drops the state of partitions taken away, after their last
+  checkpoint.
+
+Partitions of the input topics are assigned with the range assignor, which
+gives one consumer the same partition numbers of every topic subscribed when
+the topics have as many partitions each: the predictions and labels of one
+partition number meet in one worker, as the join requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from schemas import DriftlineSettings
+from streams.decode import RawMessage
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+class BatchHandler(Protocol):
+    """What a :class:`BatchConsumer` drives."""
+
+    def assigned(self, partitions: set[Partition]) -> Mapping[Partition, int]:
+        """Partitions now owned; returns the position to start each from, if known."""
+        ...
+
+    async def handle(self, messages: list[RawMessage]) -> None:
+        """Apply one batch."""
+        ...
+
+    async def checkpoint(self, partitions: set[Partition]) -> None:
+        """Save the state of these partitions (outputs delivered first)."""
+        ...
+
+    def revoked(self, partitions: set[Partition]) -> None:
+        """Drop the state of partitions no longer owned (already checkpointed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Tuning of one consumer loop."""
+
+    group_id: str
+    checkpoint_interval_s: float
+    max_records: int = 5000
+    poll_timeout_ms: int = 100
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: BatchConsumer) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.loop.on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.loop.on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class BatchConsumer:
+    """Consume topics in a consumer group, batch by batch, for a :class:`BatchHandler`."""
+
+    def __init__(
+        self,
+        settings: DriftlineSettings,
+        topics: list[str],
+        handler: BatchHandler,
+        loop_settings: LoopSettings,
+        *,
+        consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.handler = handler
+        self.loop_settings = loop_settings
+        self._consumer_factory = consumer_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._positions: dict[Partition, int] = {}
+        self._dirty: set[Partition] = set()
+        self._owned: set[Partition] = set()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.batches = 0
+        self.messages = 0
+
+    def consumer_options(self) -> dict[str, Any]:
+        """Everything the aiokafka consumer is created with (security included)."""
+        return {
+            **self.settings.aiokafka_config(),
+            "group_id": self.loop_settings.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": int(self.settings.kafka_session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(self.settings.kafka_heartbeat_interval_s * 1000),
+            "fetch_max_wait_ms": self.settings.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": max(1_048_576, self.settings.max_message_bytes),
+            "partition_assignment_strategy": (RangePartitionAssignor,),
+        }
+
+    @property
+    def owned(self) -> set[Partition]:
+        """Partitions currently assigned to this consumer."""
+        return set(self._owned)
+
+    def on_assigned(self, partitions: set[Partition]) -> None:
+        """Take partitions over and seek each to where its saved state ends."""
+        assert self._consumer is not None
+        self._owned |= partitions
+        positions = self.handler.assigned(partitions)
+        for (topic, number), offset in positions.items():
+            self._consumer.seek(TopicPartition(topic, number), offset)
+            self._positions[(topic, number)] = offset
+        log.info(
+            "group %s: assigned %s",
+            self.loop_settings.group_id,
+            ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "nothing",
+        )
+
+    async def on_revoked(self, partitions: set[Partition]) -> None:
+        """Checkpoint and commit partitions being taken away, then drop them."""
+        async with self._lock:
+            mine = partitions & self._owned
+            await self._checkpoint(mine)
+            self.handler.revoked(mine)
+            self._owned -= partitions
+            for partition in partitions:
+                self._positions.pop(partition, None)
+                self._dirty.discard(partition)
+        if partitions:
+            log.info(
+                "group %s: revoked %s",
+                self.loop_settings.group_id,
+                ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)),
+            )
+
+    async def _checkpoint(self, partitions: set[Partition]) -> None:
+        due = partitions & self._dirty
+        if not due:
+            return
+        await self.handler.checkpoint(due)
+        offsets = {
+            TopicPartition(topic, number): self._positions[(topic, number)]
+            for topic, number in due
+            if (topic, number) in self._positions
+        }
+        self._dirty -= due
+        if offsets and self._consumer is not None:
+            try:
+                await self._consumer.commit(offsets)
+            except Exception as exc:
+                # The saved state records its own offsets, so a failed commit
+                # costs a longer replay after a restart, never a wrong result.
+                log.warning("group %s: offset commit failed: %s", self.loop_settings.group_id, exc)
+
+    async def checkpoint_all(self) -> None:
+        """Save every owned partition with unsaved changes and commit its offsets."""
+        async with self._lock:
+            await self._checkpoint(set(self._owned))
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the current batch, checkpoint, commit and leave the group."""
+        self._stopping.set()
+        if self._consumer is not None:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout_s)
+            except TimeoutError:
+                log.error(
+                    "group %s: the consumer loop did not stop within %.0f s",
+                    self.loop_settings.group_id,
+                    timeout_s,
+                )
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` or cancellation; checkpoint on the way out."""
+        consumer = self._consumer_factory(**self.consumer_options())
+        self._consumer = consumer
+        try:
+            consumer.subscribe(self.topics, listener=_Listener(self))
+            await consumer.start()
+            next_checkpoint = time.monotonic() + self.loop_settings.checkpoint_interval_s
+            while not self._stopping.is_set():
+                records = await consumer.getmany(
+                    timeout_ms=self.loop_settings.poll_timeout_ms,
+                    max_records=self.loop_settings.max_records,
+                )
+                async with self._lock:
+                    messages: list[RawMessage] = []
+                    for tp, batch in records.items():
+                        partition = (tp.topic, tp.partition)
+                        if partition not in self._owned or not batch:
+                            continue  # fetched before a revocation: the new owner reads it
+                        messages.extend(
+                            RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value)
+                            for r in batch
+                        )
+                        self._positions[partition] = batch[-1].offset + 1
+                        self._dirty.add(partition)
+                    if messages:
+                        await self.handler.handle(messages)
+                        self.batches += 1
+                        self.messages += len(messages)
+                    if time.monotonic() >= next_checkpoint:
+                        await self._checkpoint(set(self._owned))
+                        next_checkpoint = (
+                            time.monotonic() + self.loop_settings.checkpoint_interval_s
+                        )
+        finally:
+            try:
+                await asyncio.shield(self.checkpoint_all())
+            finally:
+                await consumer.stop()
+                self._consumer = None
+                self._stopped.set()
