@@ -16,14 +16,13 @@ Measured, each with its target from issue 4 where it has one:
    batches as the worker does and only decodes (the framework's own ceiling).
    Each reader's set-up is left out, as the worker's start-up is.
 2. **Throughput.** ``driftline worker -c monitors.yaml`` as a subprocess (file
-   sink, join on, labels flowing) on the same topics. The clock starts at the
-   first checkpoint the worker writes (its first batch applied) and stops when
-   the checkpoints ``DATA_DIR/checkpoints/partition-*.bin`` record every
-   produced prediction *and* label as applied.
-   A checkpoint is read (with ``PartitionProcessor.restore``) only once the
-   group's committed offsets say it is complete, so the benchmark does not
-   compete with the worker. Predictions per second over that span; the rate
-   over each quarter comes from the committed offsets.
+   sink, join on, labels flowing) on the same topics. After every batch the
+   worker sends each partition's progress (the next offset of each input topic
+   it has applied) with its watermark to the partials topic; the benchmark
+   reads those. The clock starts at the first one (the first batch applied)
+   and stops at the one by which every partition has applied every produced
+   prediction *and* label. Predictions per second over that span, and over
+   each quarter of the predictions.
 3. **Label-to-point latency.** With the worker caught up, labels for
    unlabelled predictions of the newest window are produced live (about ten a
    second); for each, the time until ``DATA_DIR/metrics.lp`` holds a
@@ -83,7 +82,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
 )
@@ -649,85 +647,98 @@ class CheckpointReader:
         return join.next_offset(self.topics["predictions"]), join.next_offset(self.topics["labels"])
 
 
-@dataclass(frozen=True)
-class FirstBatch:
-    """The first checkpoints a worker wrote: when, and what they had applied."""
+class Progress(threading.Thread):
+    """How far the worker has read each partition, from its watermark partials.
 
-    at: float
-    predictions: int
-    labels: int
-
-
-def wait_first_checkpoint(
-    checkpoints: Path, reader: CheckpointReader, worker: WorkerProcess, timeout: float = 120
-) -> FirstBatch:
-    """Poll (5 ms) until a checkpoint exists; read every one there is."""
-    deadline = time.monotonic() + timeout
-    while not (files := sorted(checkpoints.glob("partition-*.bin"))):
-        worker.check()
-        if time.monotonic() > deadline:
-            raise BenchmarkError(
-                f"the worker wrote no checkpoint within {timeout:.0f} s:\n{worker.log_tail()}"
-            )
-        time.sleep(0.005)
-    latest = 0.0
-    predictions = labels = 0
-    for path in files:
-        applied = reader.applied(reader.read(path))
-        latest = max(latest, path.stat().st_mtime)
-        predictions += applied[0]
-        labels += applied[1]
-    return FirstBatch(latest, predictions, labels)
-
-
-class GroupOffsets:
-    """Offsets the workers' consumer group (faust app id ``driftline``) has committed.
-
-    faust commits a batch's offsets after the agent has processed it, that is
-    after the checkpoint: a committed offset never runs ahead of what the
-    checkpoint records, so it tells when a checkpoint is worth reading. An
-    OffsetFetch costs the worker nothing. Commits come every 2.8 s or 10,000
-    messages, so they trail the checkpoints by up to that much.
+    After every batch the worker sends, per source partition, a ``watermark``
+    partial carrying the next offset of each input topic it has applied
+    (``applied``); its producer timestamp says when. Reading the partials
+    topic costs the worker nothing, and unlike the checkpoints (every
+    ``DRIFTLINE_CHECKPOINT_INTERVAL_S``) it marks each batch.
     """
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(name="progress", daemon=True)
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "driftline", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "driftline-bench-progress",
+                "enable.auto.commit": False,
+            }
         )
-        self.predictions_topic = topics["predictions"]
-        self.partitions = [
-            ConfluentPartition(topics[role], p)
-            for role in ("predictions", "labels")
-            for p in range(partitions)
-        ]
-        self.samples: list[tuple[float, int]] = []
-        """(wall-clock time, predictions committed over all partitions)."""
+        self.consumer.assign(
+            [ConfluentPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.marks: list[tuple[float, int, int, int]] = []
+        """(producer time s, source partition, predictions applied, labels applied)."""
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
 
-    def committed(self) -> dict[tuple[str, int], int]:
-        """``(topic, partition)`` → committed offset (0 when none)."""
+    def run(self) -> None:
         try:
-            found = self.consumer.committed(self.partitions, timeout=5)
-        except KafkaException:
-            return {}
-        offsets = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
-        predictions = sum(n for (topic, _), n in offsets.items() if topic == self.predictions_topic)
-        self.samples.append((time.time(), predictions))
-        return offsets
+            while not self.finished.is_set():
+                for message in self.consumer.consume(1000, timeout=0.05):
+                    value = message.value()
+                    if message.error() is not None or value is None:
+                        continue
+                    partial = orjson.loads(value)
+                    if partial["kind"] != "watermark" or "applied" not in partial:
+                        continue
+                    at = message.timestamp()[1] / 1000
+                    predictions, labels = partial["applied"]
+                    with self._lock:
+                        self.marks.append((at, int(partial["source"]), predictions, labels))
+        finally:
+            self.consumer.close()
+
+    def timeline(self) -> list[tuple[float, int, int]]:
+        """(time, predictions applied, labels applied) over every partition, in time order."""
+        with self._lock:
+            marks = sorted(self.marks)
+        latest: dict[int, tuple[int, int]] = {}
+        found: list[tuple[float, int, int]] = []
+        for at, source, predictions, labels in marks:
+            before = latest.get(source, (0, 0))
+            latest[source] = (max(before[0], predictions), max(before[1], labels))
+            found.append(
+                (at, sum(v[0] for v in latest.values()), sum(v[1] for v in latest.values()))
+            )
+        return found
+
+    def first(self, worker: WorkerProcess, timeout: float = 120) -> tuple[float, int, int]:
+        """The first batch: when, and what it applied."""
+        deadline = time.monotonic() + timeout
+        while not (timeline := self.timeline()):
+            worker.check()
+            if time.monotonic() > deadline:
+                raise BenchmarkError(
+                    f"the worker applied nothing within {timeout:.0f} s:\n{worker.log_tail()}"
+                )
+            time.sleep(0.01)
+        return timeline[0]
+
+    def completed(self, targets: dict[int, tuple[int, int]]) -> float | None:
+        """When every partition had applied its targets, if it has."""
+        with self._lock:
+            marks = sorted(self.marks)
+        done: dict[int, float] = {}
+        for at, source, predictions, labels in marks:
+            wanted = targets.get(source)
+            if wanted and source not in done and predictions >= wanted[0] and labels >= wanted[1]:
+                done[source] = at
+        waiting = {p for p, wanted in targets.items() if wanted[0] or wanted[1]}
+        return max(done.values(), default=0.0) if waiting <= done.keys() else None
 
     def crossing(self, count: int) -> float | None:
-        """When the committed predictions reached ``count`` (interpolated), if they did."""
-        previous: tuple[float, int] | None = None
-        for at, total in self.samples:
-            if total >= count:
-                if previous is None or total == previous[1]:
-                    return at
-                share = (count - previous[1]) / (total - previous[1])
-                return previous[0] + share * (at - previous[0])
-            previous = (at, total)
+        """When the applied predictions reached ``count``."""
+        for at, predictions, _ in self.timeline():
+            if predictions >= count:
+                return at
         return None
 
-    def close(self) -> None:
-        self.consumer.close()
+    def applied(self) -> tuple[int, int]:
+        timeline = self.timeline()
+        return (timeline[-1][1], timeline[-1][2]) if timeline else (0, 0)
 
 
 @dataclass
@@ -738,76 +749,49 @@ class Applied:
     finished_at: float
     predictions: int
     labels: int
-    processors: dict[int, PartitionProcessor]
 
 
 def wait_applied(
+    progress: Progress,
+    targets: dict[int, tuple[int, int]],
+    worker: WorkerProcess,
+    timeout: float,
+    poll_s: float = 0.25,
+) -> Applied:
+    """Wait until every partition has applied its target offsets."""
+    deadline = time.monotonic() + timeout
+    while (finished := progress.completed(targets)) is None:
+        worker.check()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    predictions, labels = progress.applied()
+    return Applied(finished is not None, finished or time.time(), predictions, labels)
+
+
+def read_checkpoints(
     checkpoints: Path,
     targets: dict[int, tuple[int, int]],
     reader: CheckpointReader,
     worker: WorkerProcess,
-    offsets: GroupOffsets,
-    timeout: float,
-    poll_s: float = 0.25,
-    settle_s: float = 5.0,
-) -> Applied:
-    """Wait until every partition's checkpoint records its target offsets as applied.
-
-    Restoring a checkpoint costs O(state), so one is read only when the
-    group's committed offsets have reached the partition's targets, or when the
-    file has not changed for ``settle_s`` (the worker is stuck or idle): the
-    benchmark does not compete with the worker for the CPU. A partition's
-    finishing time is the modification time of the checkpoint that completed it.
-    """
+    timeout: float = 30.0,
+) -> dict[int, PartitionProcessor]:
+    """The partitions' checkpoints once they cover ``targets`` (written every few seconds)."""
     deadline = time.monotonic() + timeout
-    seen: dict[int, tuple[int, float]] = {}
-    checked: dict[int, int] = {}
-    done: dict[int, float] = {}
-    latest: dict[int, PartitionProcessor] = {}
-    waiting = {p for p, (predictions, labels) in targets.items() if predictions or labels}
-    while waiting - done.keys():
+    found: dict[int, PartitionProcessor] = {}
+    while True:
         worker.check()
-        if time.monotonic() > deadline:
-            break
-        committed = offsets.committed()
-        now = time.monotonic()
-        for partition in sorted(waiting - done.keys()):
+        for partition, wanted in targets.items():
             path = checkpoints / f"partition-{partition}.bin"
-            try:
-                mtime = path.stat().st_mtime_ns
-            except FileNotFoundError:
-                continue
-            if seen.get(partition, (None, 0.0))[0] != mtime:
-                seen[partition] = (mtime, now)
-            wanted_predictions, wanted_labels = targets[partition]
-            reached = (
-                committed.get((reader.topics["predictions"], partition), 0) >= wanted_predictions
-                and committed.get((reader.topics["labels"], partition), 0) >= wanted_labels
-            )
-            settled = now - seen[partition][1] >= settle_s
-            if not (reached or settled) or checked.get(partition) == mtime:
+            if partition in found or not path.exists():
                 continue
             processor = reader.read(path)
-            if path.stat().st_mtime_ns != mtime:
-                continue  # replaced while being read: look again
-            checked[partition] = mtime
-            latest[partition] = processor
-            predictions, labels = reader.applied(processor)
-            if predictions >= wanted_predictions and labels >= wanted_labels:
-                done[partition] = mtime / 1e9
-        time.sleep(poll_s)
-    complete = not (waiting - done.keys())
-    if not complete:  # read where every partition is now, settled or not
-        for path in checkpoints.glob("partition-*.bin"):
-            latest[int(path.stem.rpartition("-")[2])] = reader.read(path)
-    counts = [reader.applied(processor) for processor in latest.values()]
-    return Applied(
-        complete,
-        max(done.values(), default=time.time()),
-        sum(c[0] for c in counts),
-        sum(c[1] for c in counts),
-        latest,
-    )
+            applied = reader.applied(processor)
+            if applied[0] >= wanted[0] and applied[1] >= wanted[1]:
+                found[partition] = processor
+        if len(found) == len(targets) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def targets_of(
@@ -1161,8 +1145,9 @@ def memory_points(
     worker.start()
     console.print(f"  worker PID {worker.pid}: {' '.join(worker.argv)} (in {directory})")
     reader = CheckpointReader(directory, topics)
-    offsets = GroupOffsets(bootstrap, topics, partitions)
-    stack.callback(offsets.close)
+    progress = Progress(bootstrap, topics["partials"], partitions)
+    progress.start()
+    stack.callback(progress.finished.set)
     now_s = time.time()
     window_start_s = math.floor((now_s - 86_400) / MEMORY_WINDOW_S) * MEMORY_WINDOW_S
     rate = steps[-1] / (86_400 - 600)  # the whole traffic within the window's first day
@@ -1188,23 +1173,17 @@ def memory_points(
         flush(producer, delivered)
         produced = step
         remaining = timeout - (time.monotonic() - began)
-        applied = wait_applied(
-            data_dir / "checkpoints",
-            targets_of(delivered, topics, partitions),
-            reader,
-            worker,
-            offsets,
-            max(remaining, 1.0),
-        )
-        time.sleep(1.0)  # let the merger and the timer run once more
+        targets = targets_of(delivered, topics, partitions)
+        applied = wait_applied(progress, targets, worker, max(remaining, 1.0))
+        processors = read_checkpoints(data_dir / "checkpoints", targets, reader, worker)
         memory = worker.memory_kib()
-        join = [p.join for p in applied.processors.values()]
+        join = [p.join for p in processors.values()]
         point = MemoryPoint(
             applied.predictions,
             step,
             memory["VmRSS"],
             memory["VmHWM"],
-            window_sketch_bytes(applied.processors),
+            window_sketch_bytes(processors),
             sum(j.pending_count + j.joined_count + j.orphan_count for j in join),
             sum(j.pending_count for j in join),
             time.monotonic() - began,
@@ -1506,40 +1485,35 @@ def run(
     launched = time.time()
     worker.start()
     console.print(f"worker PID {worker.pid}: {' '.join(worker.argv)} (in {directory})")
-    reader = CheckpointReader(directory, topics)
-    checkpoints = directory / "data" / "checkpoints"
-    first = wait_first_checkpoint(checkpoints, reader, worker)
+    progress = Progress(bootstrap, topics["partials"], args.partitions)
+    progress.start()
+    stack.callback(progress.finished.set)
+    first_at, first_predictions, first_labels = progress.first(worker)
     cpu_at_first = worker.cpu_seconds()
-    offsets = GroupOffsets(bootstrap, topics, args.partitions)
-    try:
-        applied = wait_applied(
-            checkpoints,
-            targets_of(delivered, topics, args.partitions),
-            reader,
-            worker,
-            offsets,
-            timeout=max(600.0, args.events / 200),
-        )
-    finally:
-        offsets.close()
+    applied = wait_applied(
+        progress,
+        targets_of(delivered, topics, args.partitions),
+        worker,
+        timeout=max(600.0, args.events / 200),
+    )
     cpu_at_end = worker.cpu_seconds()  # idle since it finished: its CPU then is negligible
     if not applied.complete:
         raise BenchmarkError(
             f"the worker applied {applied.predictions:,} of {args.events:,} predictions and "
             f"{applied.labels:,} of {results.labels:,} labels before the time ran out"
         )
-    marks = [(first.at, first.predictions)]
+    marks = [(first_at, first_predictions)]
     for quarter in (1, 2, 3):
-        crossed = offsets.crossing(args.events * quarter // 4)
+        crossed = progress.crossing(args.events * quarter // 4)
         if crossed is not None and crossed > marks[-1][0]:
             marks.append((crossed, args.events * quarter // 4))
     marks.append((applied.finished_at, args.events))
     results.throughput = Throughput(
-        args.events - first.predictions,
-        results.labels - first.labels,
-        applied.finished_at - first.at,
+        args.events - first_predictions,
+        results.labels - first_labels,
+        applied.finished_at - first_at,
         cpu_at_end - cpu_at_first,
-        first.at - launched,
+        first_at - launched,
         [(n1 - n0) / (t1 - t0) for (t0, n0), (t1, n1) in itertools.pairwise(marks)],
     )
     console.print(

@@ -274,6 +274,10 @@ class Worker:
                         ),
                     )
                 )
+            applied = [
+                processor.join.next_offset(self.settings.topic_predictions),
+                processor.join.next_offset(self.settings.topic_labels),
+            ]
             late_by_model: dict[str, list[list[Any]]] = defaultdict(list)
             for key, count in windows.late.items():
                 late_by_model[key.model_id].append([key.encode(), count])
@@ -281,7 +285,11 @@ class Worker:
             for key, count in windows.dead_letters.items():
                 dead_by_model[key.model_id].append([key.encode(), count])
             for model in self.config.models:
-                body: dict[str, Any] = {"watermark": result.watermark_us}
+                body: dict[str, Any] = {
+                    "watermark": result.watermark_us,
+                    # how far this partition has read: progress for operators and benchmarks
+                    "applied": applied,
+                }
                 if model.id in late_by_model:
                     body["late"] = late_by_model[model.id]
                 if model.id in dead_by_model:
