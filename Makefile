@@ -48,6 +48,7 @@ demo: install
 
 schemas: install
 	$(BIN)/python -m schemas.jsonschema docs/schemas
+	$(BIN)/python -m schemas.reference_doc docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
