@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ from streams.decode import RawMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
 from streams.partition import PartitionProcessor, write_atomically
-from streams.points import Point
+from streams.points import Point, parse_line_protocol
 from streams.sink import BufferedSink, SinkError, make_sink
 from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
@@ -161,6 +162,15 @@ class Worker:
         self.sink = sink or make_sink(settings)
         self.notifier = Notifier({name: channel.urls for name, channel in config.channels.items()})
         self.loops: list[BatchConsumer] = []
+        # Points a merger released that the store has not confirmed, by partials
+        # partition, numbered: saved with the merger's checkpoint so a crash
+        # while the store is down loses none of them.
+        self.unflushed: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        self._sequence = 0
+        self.flush_wanted = asyncio.Event()
+        self.held_back = 0
+        """Evaluations skipped because the sink's buffer was past its high-water mark."""
+        self._held_logged = 0.0
 
     def forget(self, topic: str, partitions: set[int]) -> None:
         """Drop in-memory state of revoked partitions; their checkpoints stay on disk.
@@ -176,6 +186,9 @@ class Worker:
             for partition in partitions:
                 self.mergers.pop(partition, None)
                 self.engines.pop(partition, None)
+                # still in the sink's buffer, and in the partition's checkpoint
+                # for whoever takes it over: written twice at worst (idempotent)
+                self.unflushed.pop(partition, None)
 
     def merger(self, partition: int) -> WindowMerger:
         """The merger of a partials partition, restored from its checkpoint if any."""
@@ -188,7 +201,15 @@ class Worker:
                 document = orjson.loads(path.read_bytes())
                 merger.restore(document["merger"])
                 engine.restore(document["alerts"])
-                log.info("merger of partials partition %d restored from %s", partition, path)
+                lines = document.get("unflushed", [])
+                if lines:
+                    self._add_points(partition, parse_line_protocol("\n".join(lines)))
+                log.info(
+                    "merger of partials partition %d restored from %s (%d points to write)",
+                    partition,
+                    path,
+                    len(lines),
+                )
             self.mergers[partition] = merger
             self.engines[partition] = engine
         return merger
@@ -310,6 +331,7 @@ class Worker:
         document = {
             "merger": self.mergers[partition].snapshot(),
             "alerts": self.engines[partition].snapshot(),
+            "unflushed": [line for _, line in self.unflushed.get(partition, [])],
         }
         write_atomically(self.checkpoints / f"merger-{partition}.json", orjson.dumps(document))
 
@@ -363,16 +385,51 @@ class Worker:
                 processor.join.orphan_count,
             )
 
+    def _add_points(self, partition: int, ready: list[Point]) -> None:
+        if not ready:
+            return
+        self.sink.add(ready)
+        for point in ready:
+            self._sequence += 1
+            self.unflushed[partition].append((self._sequence, point.to_line_protocol()))
+        self.flush_wanted.set()
+
+    def backpressure(self) -> bool:
+        """Whether the sink's buffer is past half its bound (the store is not keeping up)."""
+        return self.sink.pending >= self.sink.max_buffered_points // 2
+
+    def flush(self) -> None:
+        """Write the buffered points (blocking; the app runs it in a thread)."""
+        written_up_to = self._sequence
+        self.sink.flush()
+        for partition, entries in list(self.unflushed.items()):
+            self.unflushed[partition] = [e for e in entries if e[0] > written_up_to]
+
     def emit(self) -> Outbox:
-        """Evaluate ready windows, run the alert rules, flush the sink.
+        """Evaluate ready windows and run the alert rules; points go to the sink's buffer.
 
         Returns the alert and retrain-request messages to publish; chat
-        notifications go to the notifier's queue.
+        notifications go to the notifier's queue. While the sink's buffer is
+        past its high-water mark (the store is down or slow) nothing is
+        evaluated: the windows wait in the mergers, which keeps memory
+        bounded and loses nothing.
         """
-        ready: list[Point] = []
         outbox = Outbox()
+        if self.backpressure():
+            self.held_back += 1
+            now = time.monotonic()
+            if now - self._held_logged >= 10:
+                self._held_logged = now
+                log.warning(
+                    "back-pressure: %d points wait for %s (%s); windows are held until it "
+                    "accepts them",
+                    self.sink.pending,
+                    self.sink.target,
+                    self.sink.last_failure or "slow",
+                )
+            return outbox
         for partition, merger in self.mergers.items():
-            ready.extend(merger.evaluate())
+            ready: list[Point] = merger.evaluate()
             engine = self.engines[partition]
             for observation in merger.drain_observations():
                 output = engine.observe(observation)
@@ -407,12 +464,7 @@ class Worker:
                         message.body if message.link is None else f"{message.body}\n{message.link}"
                     )
                     self.notifier.submit(OutgoingNotification(message.channel, message.title, body))
-        if ready:
-            self.sink.add(ready)
-        try:
-            self.sink.flush()
-        except SinkError as exc:
-            log.error("sink flush failed, points stay buffered: %s", exc)
+            self._add_points(partition, ready)
         return outbox
 
 
@@ -561,6 +613,19 @@ def build_app(
     async def notifications() -> None:
         await worker.notifier.run()
 
+    async def flusher() -> None:
+        # The sink's writes block (HTTP with retries and back-off): in a thread,
+        # so heartbeats and the loops go on while the store is slow or down.
+        while True:
+            await worker.flush_wanted.wait()
+            worker.flush_wanted.clear()
+            try:
+                await asyncio.to_thread(worker.flush)
+            except SinkError as exc:
+                log.error("writing points failed, they stay buffered: %s", exc)
+                worker.flush_wanted.set()
+                await asyncio.sleep(1.0)
+
     async def report() -> None:
         worker.log_counters()
 
@@ -568,6 +633,17 @@ def build_app(
         # Before faust flushes and stops its producer: the loops' last
         # checkpoint delivers their outputs first.
         await asyncio.gather(*(loop.stop() for loop in worker.loops))
+        if worker.sink.last_failure is None:  # one more try, unless the store is known down
+            try:
+                await asyncio.to_thread(worker.flush)
+            except SinkError as exc:
+                log.error("points not written at shutdown (kept in the checkpoints): %s", exc)
+        for partition in list(worker.mergers):
+            worker.checkpoint_merger(partition)
+        try:
+            await worker.notifier.drain(5.0)
+        except TimeoutError:
+            log.error("%d chat notifications not sent at shutdown", worker.notifier.queued)
 
     app.on_before_shutdown.connect(stop_loops)
     app.task(ingest)
@@ -575,4 +651,5 @@ def build_app(
     app.timer(1.0)(tick)
     app.timer(60.0)(report)
     app.task(notifications)
+    app.task(flusher)
     return app, worker

@@ -296,6 +296,12 @@ class BufferedSink(abc.ABC):
         with self._lock:
             return len(self._buffer)
 
+    @property
+    def last_failure(self) -> str | None:
+        """Why the last write failed, until a write succeeds again."""
+        with self._lock:
+            return self._last_failure
+
     def add(self, points: Iterable[Point]) -> None:
         """Encode points and buffer them for the next :meth:`flush`; no I/O.
 

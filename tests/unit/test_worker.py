@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ from schemas import DriftlineSettings
 from streams.app import Worker
 from streams.decode import RawMessage
 from streams.points import parse_line_protocol
+from streams.sink import FileSink, InfluxSink, RetryPolicy, SinkError
 from tests.unit.test_windows_merger import CONFIG, REFERENCE, label, prediction
 
 
@@ -44,6 +46,7 @@ def test_worker_turns_messages_into_points_and_checkpoints(
     assert all(key == b"churn" for key, _ in partials)
     outbox = worker.merge([(0, value) for _, value in partials])
     assert outbox.alerts == []  # the configuration has no rules
+    worker.flush()
     lines = (tmp_path / "data" / "metrics.lp").read_text()
     volume = [p for p in parse_line_protocol(lines) if p.measurement == "volume"]
     assert {dict(p.tags)["segment"]: p.fields["predictions"] for p in volume} == {
@@ -72,3 +75,79 @@ def test_a_revoked_partition_is_read_back_from_its_checkpoint(tmp_path: Path) ->
     counts = {key.segment: n for key, n in restored.windows.predictions_by_window.items()}
     assert counts == {"all": 3, "region=eu": 3}
     assert restored.join.next_offset("p") == 3
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _store_down_worker(tmp_path: Path, max_buffered_points: int = 1000) -> Worker:
+    """A worker whose InfluxDB refuses connections (a port nothing listens on)."""
+    sink = InfluxSink(
+        f"http://127.0.0.1:{_closed_port()}",
+        org="o",
+        bucket="b",
+        max_buffered_points=max_buffered_points,
+        retry=RetryPolicy(max_attempts=1),
+        timeout_s=1.0,
+    )
+    (tmp_path / "ref.json").write_text(REFERENCE.to_json())
+    settings = DriftlineSettings(
+        data_dir=tmp_path / "data", topic_predictions="p", topic_labels="l"
+    )
+    return Worker(settings, CONFIG, tmp_path, partitions=1, sink=sink)
+
+
+def _closing_batch() -> list[RawMessage]:
+    messages = [
+        RawMessage("p", 0, offset, f"a{offset}".encode(), prediction(f"a{offset}", offset, 0.1))
+        for offset in range(6)
+    ]
+    return [*messages, RawMessage("p", 0, 6, b"z", prediction("z", 95, 0.0))]
+
+
+def test_points_released_while_the_store_is_down_survive_a_crash(tmp_path: Path) -> None:
+    worker = _store_down_worker(tmp_path)
+    _, partials = worker.ingest(_closing_batch())
+    worker.merge([(0, value) for _, value in partials])
+    released = worker.sink.pending
+    assert released > 0
+    with pytest.raises(SinkError):
+        worker.flush()
+    assert worker.sink.pending == released  # kept for the next try
+    worker.checkpoint_merger(0)
+    # The process dies here; its successor writes to a store that works.
+    successor = make_worker(tmp_path)
+    successor.merger(0)
+    assert successor.sink.pending == released
+    successor.flush()
+    assert successor.unflushed[0] == []
+    lines = (tmp_path / "data" / "metrics.lp").read_text()
+    volume = [p for p in parse_line_protocol(lines) if p.measurement == "volume"]
+    assert {dict(p.tags)["segment"]: p.fields["predictions"] for p in volume} == {
+        "all": 6,
+        "region=eu": 6,
+    }
+    # Once written, a checkpoint no longer carries them.
+    successor.checkpoint_merger(0)
+    document = orjson.loads((tmp_path / "data" / "checkpoints" / "merger-0.json").read_bytes())
+    assert document["unflushed"] == []
+
+
+def test_a_full_sink_holds_windows_back_instead_of_failing(tmp_path: Path) -> None:
+    worker = _store_down_worker(tmp_path, max_buffered_points=4)
+    # Two points already wait: half the bound, the high-water mark.
+    worker.sink.add(parse_line_protocol("x,model_id=m f=1 1\nx,model_id=m f=2 2"))
+    _, partials = worker.ingest(_closing_batch())
+    outbox = worker.merge([(0, value) for _, value in partials])
+    assert outbox.alerts == []
+    assert worker.held_back == 1
+    assert worker.sink.pending == 2  # nothing evaluated, nothing added
+    # The store is back (simulated by a sink that can write): the window comes out.
+    worker.sink = FileSink(tmp_path / "later.lp")
+    worker.emit()
+    worker.flush()
+    lines = (tmp_path / "later.lp").read_text()
+    assert any(p.measurement == "volume" for p in parse_line_protocol(lines))
