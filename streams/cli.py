@@ -20,14 +20,26 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import Progress
 
+from alerts.errors import AlertError
+from alerts.rules import check_rule
 from schemas import ConfigError, DriftlineSettings, InvalidEvent, MonitorConfig, load_config
 from schemas.config import format_duration
+from schemas.errors import FieldError
 from streams.app import build_app
 from streams.compare import run_compare
 from streams.demo import DemoPlan, run_demo
 from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
 from streams.replay import ReplayError, ReplayReport, count_events, read_events, validate
+from streams.report import (
+    ReportError,
+    Selection,
+    build_report,
+    parse_report_time,
+    read_file_store,
+    read_influx_store,
+    write_report,
+)
 from streams.tail import tail_alerts
 from streams.topics import TopicError, ensure_topics
 
@@ -45,10 +57,24 @@ def _version() -> str:
         return "unknown"
 
 
+def _rule_problems(config: MonitorConfig) -> list[FieldError]:
+    """Rules the schema accepts but the alert engine cannot judge (as a worker would refuse)."""
+    problems = []
+    for index, rule in enumerate(config.rules):
+        try:
+            check_rule(rule, index)
+        except AlertError as exc:
+            problems.append(FieldError("", str(exc)))
+    return problems
+
+
 def check_config(args: argparse.Namespace, console: Console) -> int:
     """Validate a monitor configuration and explain what it monitors."""
     try:
         config = load_config(args.config)
+        problems = _rule_problems(config)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         count = len(exc.errors)
         console.print(
@@ -172,7 +198,11 @@ def compare_command(args: argparse.Namespace, console: Console) -> int:
 
 def _load_or_report(path: str, console: Console) -> MonitorConfig | None:
     try:
-        return load_config(path)
+        config = load_config(path)
+        problems = _rule_problems(config)
+        if problems:
+            raise ConfigError(problems)
+        return config
     except ConfigError as exc:
         for error in exc.errors:
             console.print(f"{path}: {error}", highlight=False, markup=False)
@@ -289,17 +319,42 @@ def alerts_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _not_yet(name: str) -> Handler:
-    def handler(args: argparse.Namespace, console: Console) -> int:
-        console.print(
-            f"driftline {name}: not available in driftline {_version()} yet. "
-            "See the README for what this release can do.",
-            highlight=False,
-            markup=False,
-        )
-        return EXIT_USAGE
+def report_command(args: argparse.Namespace, console: Console) -> int:
+    """Plot drift, performance and alerts from the file sink or InfluxDB."""
+    thresholds: dict[str, dict[str, float]] = {}
+    if args.config:
+        config = _load_or_report(args.config, console)
+        if config is None:
+            return EXIT_INVALID
+        thresholds = {model.id: dict(model.drift.thresholds) for model in config.models}
+    settings = DriftlineSettings()
+    selection = Selection(args.model, args.since, args.until)
+    try:
+        if args.data_dir is None and settings.influx_url:
+            store = read_influx_store(
+                settings.influx_url,
+                settings.influx_bucket,
+                settings.influx_token.get_secret_value(),
+                selection,
+            )
+        else:
+            data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+            store = read_file_store(data_dir, selection)
+        files = write_report(build_report(store, thresholds=thresholds), Path(args.out))
+    except ReportError as exc:
+        console.print(f"driftline report: {exc}", highlight=False, markup=False)
+        return EXIT_INVALID
+    console.print(f"report: {files.html}", highlight=False, markup=False)
+    for image in files.images:
+        console.print(f"  image: {image}", highlight=False, markup=False)
+    return EXIT_OK
 
-    return handler
+
+def _report_time(text: str) -> object:
+    try:
+        return parse_report_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,8 +405,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=60.0, help="predictions per second")
     demo.add_argument("--window", type=int, default=15, help="window size in seconds")
     demo.add_argument("--seed", type=int, default=7)
-    report = command("report", "Plot drift, performance and alerts over time.", _not_yet("report"))
-    report.add_argument("-o", "--output", default="driftline-report")
+    report = command(
+        "report",
+        "Plot drift, performance and alerts over time (PNG images and one HTML page) from the "
+        "file sink under DRIFTLINE_DATA_DIR, or from InfluxDB when DRIFTLINE_INFLUX_URL is set.",
+        report_command,
+    )
+    report.add_argument("--model", help="only this model id")
+    report.add_argument(
+        "--since", type=_report_time, help="a time (2024-05-01T12:00Z) or a duration ago (6h, 7d)"
+    )
+    report.add_argument("--until", type=_report_time, help="a time or a duration ago")
+    report.add_argument(
+        "-o", "--out", "--output", dest="out", default="driftline-report", help="output directory"
+    )
+    report.add_argument(
+        "--data-dir",
+        help="read DATA_DIR/metrics.lp (the file sink) even when DRIFTLINE_INFLUX_URL is set",
+    )
+    report.add_argument(
+        "-c", "--config", help="monitor configuration, for thresholds points do not carry"
+    )
 
     compare = command("compare", "One-shot drift table between two data sets.", compare_command)
     compare.add_argument("--reference", required=True)

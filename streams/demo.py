@@ -11,6 +11,7 @@ and resolve. Everything stops cleanly on Ctrl-C; nothing is left running.
 from __future__ import annotations
 
 import heapq
+import io
 import os
 import subprocess
 import sys
@@ -25,12 +26,14 @@ import orjson
 from confluent_kafka import Producer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from schemas import DriftlineSettings, load_config
 from streams.embedded import EmbeddedBroker, parent_death_prefix
 from streams.points import Point, latest_points
 from streams.reference import build_reference
+from streams.report import ReportError, ReportFiles, build_report, read_file_store, write_report
 from streams.sink import read_line_protocol
 from streams.synthetic import (
     CATEGORICAL_FEATURES,
@@ -40,6 +43,11 @@ from streams.synthetic import (
     write_training_csv,
 )
 from streams.topics import ensure_topics
+
+SCREENSHOT_NAME = "terminal.svg"
+"""The last live view, saved under the demo's directory."""
+REPORT_DIR_NAME = "report"
+"""Where the demo's report goes, under the demo's directory."""
 
 NUMERIC = NUMERIC_FEATURES
 CATEGORICAL = CATEGORICAL_FEATURES
@@ -86,6 +94,11 @@ class DemoPlan:
     label_delay_s: float = 20.0
     seed: int = 7
 
+    @property
+    def run_s(self) -> float:
+        """How long the demo runs: the traffic, then the last labels and window closes."""
+        return self.duration_s + self.label_delay_s + 3 * self.window_s
+
 
 def _write_config(directory: Path, plan: DemoPlan) -> Path:
     features = "\n".join(
@@ -125,9 +138,9 @@ def _view(found: list[Point], started: float, plan: DemoPlan, drift_at: datetime
             performance[moment][tags["metric"]] = point.fields
         elif point.measurement == "alerts":
             alerts.append(point)
-    elapsed = time.monotonic() - started
+    elapsed = min(time.monotonic() - started, plan.run_s)
     windows = Table(
-        title=f"windows of {plan.window_s} s — {elapsed:.0f} of {plan.duration_s:.0f} s "
+        title=f"windows of {plan.window_s} s — {elapsed:.0f} of {plan.run_s:.0f} s "
         f"(drift starts {drift_at:%H:%M:%S} UTC)",
         title_justify="left",
     )
@@ -211,7 +224,7 @@ def run_demo(settings: DriftlineSettings, console: Console, plan: DemoPlan | Non
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=directory,
             )  # fmt: skip
         try:
-            alerts = _serve(broker.bootstrap, settings, plan, console, metrics, worker)
+            alerts, view = _serve(broker.bootstrap, settings, plan, console, metrics, worker)
         finally:
             worker.terminate()
             try:
@@ -220,11 +233,44 @@ def run_demo(settings: DriftlineSettings, console: Console, plan: DemoPlan | Non
                 worker.kill()
                 worker.wait(10)
     fired = sum(1 for p in alerts if dict(p.tags)["state"] == "firing")
+    screenshot = save_screenshot(view, directory / SCREENSHOT_NAME)
     console.print(
         f"[bold]demo finished:[/] {fired} alert(s) fired. Time series: {metrics} "
-        f"(line protocol); worker log: {directory / 'worker.log'}."
+        f"(line protocol); worker log: {directory / 'worker.log'}; the last live view: "
+        f"{screenshot}.",
+        highlight=False,
     )
+    console.print("drawing the report …")
+    try:
+        report = write_report(build_report(read_file_store(metrics)), directory / REPORT_DIR_NAME)
+    except ReportError as exc:
+        console.print(f"[bold red]report:[/] {escape(str(exc))}", highlight=False)
+        return 1
+    _announce_report(console, report, metrics.parent)
     return 0 if fired else 1
+
+
+def save_screenshot(view: Group, path: Path, width: int = 120) -> Path:
+    """Save a rendering of the live view as an SVG image (rich's recording console)."""
+    recorder = Console(
+        record=True, width=width, file=io.StringIO(), force_terminal=True, color_system="truecolor"
+    )
+    recorder.print(view)
+    recorder.save_svg(str(path), title="driftline demo")
+    return path
+
+
+def _announce_report(console: Console, report: ReportFiles, data_dir: Path) -> None:
+    console.print(
+        f"[bold]report:[/] {escape(str(report.html))} (open it in a browser)", highlight=False
+    )
+    for image in report.images:
+        console.print(f"  image: {image}", highlight=False, markup=False)
+    console.print(
+        f"Draw it again, or from your own worker's data: driftline report --data-dir {data_dir}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _serve(
@@ -234,8 +280,11 @@ def _serve(
     console: Console,
     metrics: Path,
     worker: subprocess.Popen[bytes],
-) -> list[Point]:
-    """The live serving app: predictions now, labels later; returns the alerts seen."""
+) -> tuple[list[Point], Group]:
+    """The live serving app: predictions now, labels later.
+
+    Returns the alerts written and the live view as it ended.
+    """
     started_at = datetime.now(UTC)
     scenario = generate(
         ScenarioConfig(
@@ -264,7 +313,7 @@ def _serve(
     heapq.heapify(schedule)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     started = time.monotonic()
-    end = started + plan.duration_s + plan.label_delay_s + 3 * plan.window_s
+    end = started + plan.run_s
     points: list[Point] = []
     with Live(console=console, refresh_per_second=2) as live:
         last_view = 0.0
@@ -282,4 +331,6 @@ def _serve(
                 last_view = time.monotonic()
             time.sleep(0.02)
     producer.flush(10)
-    return [point for point in _read_points(metrics) if point.measurement == "alerts"]
+    points = _read_points(metrics)
+    view = _view(points, started, plan, scenario.drift_starts_at)
+    return [point for point in points if point.measurement == "alerts"], view

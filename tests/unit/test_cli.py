@@ -69,6 +69,23 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_check_config_refuses_a_rule_the_worker_would_refuse(tmp_path: Path) -> None:
+    # The schema accepts a resolve threshold on the wrong side of the firing
+    # one; the alert engine cannot judge such a rule, so neither may check-config.
+    broken = tmp_path / "broken.yaml"
+    text = EXAMPLE.read_text()
+    assert "resolve: {threshold: 0.1, for: 2}" in text
+    broken.write_text(
+        text.replace("resolve: {threshold: 0.1, for: 2}", "resolve: {threshold: 0.3}", 1)
+    )
+    result = run("check-config", str(broken))
+    assert result.returncode == 1, result.stdout
+    assert (
+        "rules[0] 'feature-drift': resolve.threshold 0.3 must be on the good side" in result.stdout
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
     result = run("check-config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
@@ -76,9 +93,13 @@ def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unfinished_commands_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report"]) == 2
-    assert "not available in driftline" in capsys.readouterr().out
+def test_report_without_data_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--data-dir", str(tmp_path / "empty")]) == 1
+    out = capsys.readouterr().out
+    assert f"no time series at {tmp_path / 'empty' / 'metrics.lp'}" in out
+    assert "Traceback" not in out
 
 
 def test_alerts_tail_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
