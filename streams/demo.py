@@ -90,7 +90,9 @@ class DemoPlan:
     duration_s: float = 120.0
     rate_per_s: float = 60.0
     window_s: int = 15
-    drift_from: float = 0.4
+    drift_from: float = 0.3
+    drift_until: float = 0.7
+    """Traffic drifts from 30 % to 70 % of the run: alerts fire, then resolve."""
     label_delay_s: float = 20.0
     seed: int = 7
 
@@ -292,6 +294,7 @@ def _serve(
             predictions=int(plan.duration_s * plan.rate_per_s),
             rate_per_s=plan.rate_per_s,
             drift_from=plan.drift_from,
+            drift_until=plan.drift_until,
             label_delay_s=plan.label_delay_s,
             malformed_every=997,
             seed=plan.seed,
