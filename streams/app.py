@@ -39,7 +39,7 @@ from alerts.engine import AlertEngine
 from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams import points
-from streams.consumer import BatchConsumer, LoopSettings, Partition
+from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import RawMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
@@ -507,6 +507,8 @@ class _InputHandler:
         self.worker = worker
         self.dead_letters = dead_letters
         self.partials = partials
+        self.sent: list[Awaitable[Any]] = []
+        """Delivery futures of the outputs sent since the last checkpoint."""
 
     def assigned(self, partitions: set[Partition]) -> dict[Partition, int]:
         positions: dict[Partition, int] = {}
@@ -523,14 +525,24 @@ class _InputHandler:
     async def handle(self, messages: list[RawMessage]) -> None:
         dead, outgoing = self.worker.ingest(messages)
         for letter in dead:
-            await self.dead_letters.send(value=letter)
+            self.sent.append(await self.dead_letters.send(value=letter))
         for key, value in outgoing:
-            await self.partials.send(key=key, value=value)
+            self.sent.append(await self.partials.send(key=key, value=value))
 
     async def checkpoint(self, partitions: set[Partition]) -> None:
         # Outputs of the batches first: a checkpoint never covers a partial
         # or a dead letter the broker has not acknowledged.
         await self.app.producer.flush()
+        sent, self.sent = self.sent, []
+        failures = [
+            result
+            for result in await asyncio.gather(*sent, return_exceptions=True)
+            if isinstance(result, BaseException)
+        ]
+        if failures:
+            raise OutputsLost(
+                f"{len(failures)} of {len(sent)} outputs were not delivered ({failures[0]!r})"
+            )
         for number in sorted({number for _, number in partitions}):
             if number in self.worker.processors:
                 self.worker.checkpoint(number)

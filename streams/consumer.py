@@ -49,6 +49,16 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]
 
 
+class OutputsLost(RuntimeError):
+    """Raised by :meth:`BatchHandler.checkpoint` when outputs since the last one were not delivered.
+
+    The loop then rewinds: the handler drops its in-memory state of every
+    owned partition and reads it back from the last checkpoint, and the
+    consumer seeks to that checkpoint's offsets, so the batches are applied
+    and their outputs sent again.
+    """
+
+
 class BatchHandler(Protocol):
     """What a :class:`BatchConsumer` drives."""
 
@@ -171,7 +181,11 @@ class BatchConsumer:
         due = partitions & self._dirty
         if not due:
             return
-        await self.handler.checkpoint(due)
+        try:
+            await self.handler.checkpoint(due)
+        except OutputsLost as exc:
+            await self._rewind(exc)
+            return
         offsets = {
             TopicPartition(topic, number): self._positions[(topic, number)]
             for topic, number in due
@@ -185,6 +199,28 @@ class BatchConsumer:
                 # The saved state records its own offsets, so a failed commit
                 # costs a longer replay after a restart, never a wrong result.
                 log.warning("group %s: offset commit failed: %s", self.loop_settings.group_id, exc)
+
+    async def _rewind(self, reason: Exception) -> None:
+        assert self._consumer is not None
+        owned = set(self._owned)
+        log.warning(
+            "group %s: %s; rewinding %d partitions to their last checkpoint",
+            self.loop_settings.group_id,
+            reason,
+            len(owned),
+        )
+        self.handler.revoked(owned)
+        self._dirty.clear()
+        self._positions.clear()
+        self.on_assigned(owned)
+        for topic, number in owned - self._positions.keys():
+            # never checkpointed: from the group's committed offset, else the beginning
+            tp = TopicPartition(topic, number)
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     async def checkpoint_all(self) -> None:
         """Save every owned partition with unsaved changes and commit its offsets."""
