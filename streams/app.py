@@ -69,6 +69,14 @@ class ReferenceStore:
         model = self.config.model(model_id)
         if model is None:
             return None
+        if "/" in version or "\\" in version or version in (".", "..") or "\0" in version:
+            log.warning(
+                "model %s version %r cannot name a reference file (path characters): drift is "
+                "not computed for it",
+                model_id,
+                version[:80],
+            )
+            return None
         path = Path(model.reference_path(version))
         if not path.is_absolute():
             path = self.base / path
@@ -81,6 +89,14 @@ class ReferenceStore:
                 model_id,
                 version,
                 path,
+            )
+            return None
+        except (OSError, ValueError) as exc:
+            log.error(
+                "reference profile for %s version %r unreadable (%s): drift is not computed for it",
+                model_id,
+                version[:80],
+                exc,
             )
             return None
         log.info("loaded reference profile of %s version %s from %s", model_id, version, path)
@@ -169,6 +185,8 @@ class Worker:
         self._sequence = 0
         self.flush_wanted = asyncio.Event()
         self.held_back = 0
+        self.dead_letters_unsent = 0
+        """Dead letters the producer refused outright (too large); counted, not retried."""
         """Evaluations skipped because the sink's buffer was past its high-water mark."""
         self._held_logged = 0.0
 
@@ -402,11 +420,12 @@ class Worker:
             )
         sink = asdict(self.sink.stats)
         log.info(
-            "sink %s: %s, pending=%d, windows held back %d times%s",
+            "sink %s: %s, pending=%d, windows held back %d times, dead letters unsent %d%s",
             self.sink.target,
             ", ".join(f"{name}={value}" for name, value in sink.items()),
             self.sink.pending,
             self.held_back,
+            self.dead_letters_unsent,
             f"; last failure: {self.sink.last_failure}" if self.sink.last_failure else "",
         )
         notes = asdict(self.notifier.stats)
@@ -508,7 +527,9 @@ class _InputHandler:
         self.dead_letters = dead_letters
         self.partials = partials
         self.sent: list[Awaitable[Any]] = []
-        """Delivery futures of the outputs sent since the last checkpoint."""
+        """Delivery futures of the partials sent since the last checkpoint."""
+        self.sent_dead: list[Awaitable[Any]] = []
+        """Delivery futures of the dead letters sent since the last checkpoint."""
 
     def assigned(self, partitions: set[Partition]) -> dict[Partition, int]:
         positions: dict[Partition, int] = {}
@@ -525,7 +546,11 @@ class _InputHandler:
     async def handle(self, messages: list[RawMessage]) -> None:
         dead, outgoing = self.worker.ingest(messages)
         for letter in dead:
-            self.sent.append(await self.dead_letters.send(value=letter))
+            try:
+                self.sent_dead.append(await self.dead_letters.send(value=letter))
+            except Exception as exc:  # e.g. larger than the producer accepts
+                self.worker.dead_letters_unsent += 1
+                log.error("dead letter of %d bytes not published: %r", len(letter), exc)
         for key, value in outgoing:
             self.sent.append(await self.partials.send(key=key, value=value))
 
@@ -533,6 +558,13 @@ class _InputHandler:
         # Outputs of the batches first: a checkpoint never covers a partial
         # or a dead letter the broker has not acknowledged.
         await self.app.producer.flush()
+        dead, self.sent_dead = self.sent_dead, []
+        for result in await asyncio.gather(*dead, return_exceptions=True):
+            if isinstance(result, BaseException):
+                # A dead letter the broker refuses (too large, say) would be
+                # refused again on a replay: counted and logged, not retried.
+                self.worker.dead_letters_unsent += 1
+                log.error("dead letter not delivered: %r", result)
         sent, self.sent = self.sent, []
         failures = [
             result

@@ -260,7 +260,16 @@ def worker_command(args: argparse.Namespace, console: Console) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app, _ = build_app(settings, config, Path(args.config).resolve().parent)
+    try:
+        app, _ = build_app(settings, config, Path(args.config).resolve().parent)
+    except (KafkaException, RuntimeError) as exc:
+        console.print(
+            f"driftline worker: cannot use Kafka at {settings.kafka_bootstrap} "
+            f"({settings.kafka_security_protocol}): {exc}",
+            highlight=False,
+            markup=False,
+        )
+        return EXIT_INVALID
     faust_worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     faust_worker.execute_from_commandline()
     return EXIT_OK
