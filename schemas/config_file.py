@@ -1,7 +1,8 @@
 """Loading a monitor configuration from YAML, safely and with clear errors.
 
 The file is parsed with PyYAML's safe loader (no Python objects can be built
-from it), duplicate keys are an error rather than a silent overwrite, and
+from it), duplicate keys are an error rather than a silent overwrite, anchors
+and aliases are refused (they are how a tiny file expands to billions of nodes), and
 ``${NAME}`` in a string value is replaced by the environment variable NAME
 (``${NAME:-fallback}`` when it may be unset) so secrets such as webhook URLs
 need not be written into the file.
@@ -25,7 +26,30 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys."""
+    """A safe loader that refuses duplicate keys, anchors and aliases.
+
+    A configuration has no use for ``&anchor`` / ``*alias``, and aliases let a
+    few hundred bytes stand for a tree of billions of nodes ("billion laughs"),
+    which the ``${NAME}`` substitution would then walk in full.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            mark = event.start_mark
+            line = "?" if mark is None else str(mark.line + 1)
+            what = (
+                f"aliases (*{event.anchor})"
+                if isinstance(event, yaml.AliasEvent)
+                else f"anchors (&{event.anchor})"
+            )
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML {what} are not allowed in a configuration file (line {line})",
+                mark if isinstance(mark, yaml.error.Mark) else None,
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:

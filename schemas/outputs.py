@@ -7,9 +7,10 @@ topics can rely on every field being one driftline meant to write.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -142,8 +143,22 @@ class RetrainRequest(_OutputEvent):
         return self
 
 
+DEAD_LETTER_ORIGINAL_LIMIT = 64 * 1024
+"""Most bytes of a refused message a dead letter keeps (64 KiB).
+
+A dead letter must fit in one produce request (1 MiB by default) whatever was
+refused: the base64 of 64 KiB is about 87 KB, well under that, and enough to see
+what a broken message looked like. A longer original is identified by its size
+and SHA-256 instead.
+"""
+
+
 class DeadLetter(_OutputEvent):
     """A message that could not be processed, with the reason and its origin.
+
+    At most :data:`DEAD_LETTER_ORIGINAL_LIMIT` bytes of the original value are
+    kept (``original_truncated`` says when that is a prefix);
+    ``original_size`` and ``original_sha256`` describe the whole value.
 
     Examples
     --------
@@ -153,9 +168,30 @@ class DeadLetter(_OutputEvent):
     ... )
     >>> letter.original_bytes()
     b'not json'
+    >>> letter.original_size, letter.original_truncated
+    (8, False)
+    >>> big = DeadLetter.from_failure(
+    ...     b"x" * 100_000, topic="t", partition=0, offset=0,
+    ...     error_class="InvalidEvent", error_message="too large",
+    ... )
+    >>> len(big.original_bytes()), big.original_size, big.original_truncated
+    (65536, 100000, True)
     """
 
-    original_b64: str = Field(description="The original message value, base64-encoded.")
+    original_b64: str = Field(
+        description=(
+            "The original message value, base64-encoded: all of it, or its first "
+            f"{DEAD_LETTER_ORIGINAL_LIMIT} bytes when original_truncated is true."
+        )
+    )
+    original_size: int = Field(ge=0, description="Length of the whole original value in bytes.")
+    original_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the whole original value, lowercase hex.",
+    )
+    original_truncated: bool = Field(
+        description="True when original_b64 holds only a prefix of the original value."
+    )
     original_key_b64: str | None = Field(
         default=None, description="The original message key, base64-encoded."
     )
@@ -165,6 +201,26 @@ class DeadLetter(_OutputEvent):
     error_class: str = Field(min_length=1, description="Kind of failure, e.g. InvalidEvent.")
     error_message: str = Field(description="What was wrong, naming the field and rule.")
     received_at: UtcDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _describe_whole_original(cls, data: Any) -> Any:
+        # Dead letters written before the original was capped kept all of it:
+        # its size and digest follow from the bytes.
+        if isinstance(data, dict) and isinstance(data.get("original_b64"), str):
+            missing = {"original_size", "original_sha256", "original_truncated"} - data.keys()
+            if missing == {"original_size", "original_sha256", "original_truncated"}:
+                try:
+                    whole = base64.b64decode(data["original_b64"], validate=True)
+                except ValueError:
+                    return data  # reported by the field validation
+                data = {
+                    **data,
+                    "original_size": len(whole),
+                    "original_sha256": hashlib.sha256(whole).hexdigest(),
+                    "original_truncated": False,
+                }
+        return data
 
     @classmethod
     def from_failure(
@@ -179,9 +235,18 @@ class DeadLetter(_OutputEvent):
         key: bytes | None = None,
         received_at: datetime | None = None,
     ) -> DeadLetter:
-        """Build a dead letter from the raw message and the error it caused."""
+        """Build a dead letter from the raw message and the error it caused.
+
+        Only the first :data:`DEAD_LETTER_ORIGINAL_LIMIT` bytes of ``value``
+        are kept, so the letter stays far below a producer's request limit.
+        """
+        whole = value or b""
+        kept = whole[:DEAD_LETTER_ORIGINAL_LIMIT]
         return cls(
-            original_b64=base64.b64encode(value or b"").decode("ascii"),
+            original_b64=base64.b64encode(kept).decode("ascii"),
+            original_size=len(whole),
+            original_sha256=hashlib.sha256(whole).hexdigest(),
+            original_truncated=len(kept) < len(whole),
             original_key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
             source_topic=topic,
             source_partition=partition,
@@ -192,5 +257,26 @@ class DeadLetter(_OutputEvent):
         )
 
     def original_bytes(self) -> bytes:
-        """The original message value."""
+        """The original message value as kept: a prefix when ``original_truncated``."""
         return base64.b64decode(self.original_b64)
+
+    def is_of(self, value: bytes | None) -> bool:
+        """Whether this letter was made from ``value`` (size, digest and kept prefix agree).
+
+        Examples
+        --------
+        >>> letter = DeadLetter.from_failure(
+        ...     b"y" * 70_000, topic="t", partition=0, offset=0,
+        ...     error_class="InvalidEvent", error_message="too large",
+        ... )
+        >>> letter.is_of(b"y" * 70_000), letter.is_of(b"y" * 69_999)
+        (True, False)
+        """
+        whole = value or b""
+        kept = self.original_bytes()
+        return (
+            len(whole) == self.original_size
+            and hashlib.sha256(whole).hexdigest() == self.original_sha256
+            and whole[: len(kept)] == kept
+            and (len(kept) < len(whole)) == self.original_truncated
+        )

@@ -13,6 +13,15 @@ rather than adds — and evaluates:
   percentiles and ``is_final`` — same series and timestamp, so the store keeps
   the corrected value.
 
+A window that had only late predictions or only refused messages (no drift
+partial) gets a volume point too, once it is closed the same way: predictions 0
+and its counts, written again when those counts change.
+
+A window whose start line protocol cannot carry (before 1677-09-21 or after
+2262-04-11, int64 nanoseconds) is dropped with a counted, rate-limited warning
+whenever one of its partials arrives or is restored: its points could not be
+written, and making them would stop the worker.
+
 Because sketches and statistics merge by exact addition, the points do not
 depend on how partitions are spread over workers.
 """
@@ -47,6 +56,9 @@ from streams.windows import (
 )
 
 log = logging.getLogger(__name__)
+
+DROP_WARNING_INTERVAL_S = 60.0
+"""Least time between two warnings about windows dropped for their start time."""
 
 
 def window_start(key: WindowKey) -> datetime:
@@ -126,6 +138,35 @@ class WindowMerger:
         self._heard: dict[int, float] = {}
         self.results: list[DriftWindowResult] = []
         self._observations: list[WindowObservation] = []
+        self._counts_seen: dict[WindowKey, float] = {}
+        self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
+        self.dropped_windows = 0
+        """Partials dropped because their window starts outside line protocol's times."""
+        self._dropped_unreported = 0
+        self._drop_warned_at: float | None = None
+
+    def _keeps(self, key: WindowKey, what: str) -> bool:
+        """Whether a partial of ``key`` can be kept; counts and warns about one that cannot."""
+        if points.carries_time_us(key.window_start_us):
+            return True
+        self.dropped_windows += 1
+        self._dropped_unreported += 1
+        now = self.clock()
+        if self._drop_warned_at is None or now - self._drop_warned_at >= DROP_WARNING_INTERVAL_S:
+            log.warning(
+                "dropped %d partial(s) since the last such warning (%d in all) of windows "
+                "starting outside 1677-09-21..2262-04-11, which line protocol cannot carry; "
+                "latest: %s of model %r version %r starting at %d us",
+                self._dropped_unreported,
+                self.dropped_windows,
+                what,
+                key.model_id,
+                key.model_version,
+                key.window_start_us,
+            )
+            self._dropped_unreported = 0
+            self._drop_warned_at = now
+        return False
 
     def drain_observations(self) -> list[WindowObservation]:
         """Window observations for the alert rules made since the last call."""
@@ -171,6 +212,8 @@ class WindowMerger:
         self._drift = {}
         for raw_key, partials in document["drift"]:
             key = WindowKey.decode(raw_key)
+            if not self._keeps(key, "restored drift window"):
+                continue
             slot = _DriftSlot(first_seen=now)
             for source, (payload, predictions) in partials:
                 encoded = None if payload is None else payload.encode()
@@ -179,6 +222,8 @@ class WindowMerger:
         self._performance = {}
         for raw_key, partials, pending in document["performance"]:
             key = WindowKey.decode(raw_key)
+            if not self._keeps(key, "restored performance window"):
+                continue
             perf_slot = _PerformanceSlot(pending=bool(pending))
             for source, payload, final in partials:
                 perf_slot.partials[int(source)] = PerformancePartial(
@@ -187,13 +232,23 @@ class WindowMerger:
             self._performance[key] = perf_slot
         self._late = defaultdict(dict)
         for raw_key, by_source in document["late"]:
-            self._late[WindowKey.decode(raw_key)] = {int(s): int(n) for s, n in by_source}
+            key = WindowKey.decode(raw_key)
+            if self._keeps(key, "restored late count"):
+                self._late[key] = {int(s): int(n) for s, n in by_source}
         self._dead = defaultdict(dict)
         for raw_key, by_source in document.get("dead", []):
-            self._dead[WindowKey.decode(raw_key)] = {int(s): int(n) for s, n in by_source}
-        self._closed = {
-            WindowKey.decode(raw_key): (int(predictions), frozenset(int(s) for s in sources))
-            for raw_key, predictions, sources in document["closed"]
+            key = WindowKey.decode(raw_key)
+            if self._keeps(key, "restored dead-letter count"):
+                self._dead[key] = {int(s): int(n) for s, n in by_source}
+        self._closed = {}
+        for raw_key, predictions, sources in document["closed"]:
+            key = WindowKey.decode(raw_key)
+            if self._keeps(key, "restored closed window"):
+                self._closed[key] = (int(predictions), frozenset(int(s) for s in sources))
+        self._counts_seen = dict.fromkeys(self._late.keys() | self._dead.keys(), now)
+        # the counts of a closed window were written before the checkpoint
+        self._counts_emitted = {
+            key: self._counts(key) for key in self._counts_seen if key in self._closed
         }
         self._watermarks = defaultdict(dict)
         for model, marks in document["watermarks"].items():
@@ -217,6 +272,8 @@ class WindowMerger:
     def add_drift(self, source: int, partial: DriftPartial) -> None:
         """A drift window closed by a source partition."""
         self._heard[source] = self.clock()
+        if not self._keeps(partial.key, "drift partial"):
+            return
         closed = self._closed.get(partial.key)
         if closed is not None and source in closed[1]:
             return  # a replay of a partial already evaluated
@@ -238,16 +295,22 @@ class WindowMerger:
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
         for key, count in late.items():
-            self._late[key][source] = count
+            if self._keeps(key, "late count"):
+                self._late[key][source] = count
+                self._counts_seen.setdefault(key, self.clock())
 
     def add_dead_letters(self, source: int, dead: dict[WindowKey, int]) -> None:
         """Cumulative dead-letter counts of a source partition, by window."""
         for key, count in dead.items():
-            self._dead[key][source] = count
+            if self._keeps(key, "dead-letter count"):
+                self._dead[key][source] = count
+                self._counts_seen.setdefault(key, self.clock())
 
     def add_performance(self, source: int, partial: PerformancePartial) -> None:
         """A cumulative performance window of a source partition."""
         self._heard[source] = self.clock()
+        if not self._keeps(partial.key, "performance partial"):
+            return
         slot = self._performance.get(partial.key)
         if slot is None:
             slot = self._performance[partial.key] = _PerformanceSlot()
@@ -282,8 +345,10 @@ class WindowMerger:
             drift_slot = self._drift.pop(key)
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
             self._closed[key] = (result.predictions, frozenset(drift_slot.partials))
+            self._record_counts(key)
             self.results.append(result)
             output.extend(result.points)
+        with_volume: set[WindowKey] = set()
         for key, slot in list(self._performance.items()):
             model = self._model(key.model_id)
             final = len(slot.partials) > 0 and all(p.final for p in slot.partials.values())
@@ -292,11 +357,46 @@ class WindowMerger:
                 output.extend(self._evaluate_performance(model, key, slot, final))
                 slot.pending = False
                 slot.last_emitted = now
+                if key in self._closed:
+                    with_volume.add(key)
+                    self._record_counts(key)
             if final:
                 self._performance.pop(key)
                 self._closed.pop(key, None)
                 self._late.pop(key, None)
                 self._dead.pop(key, None)
+                self._counts_seen.pop(key, None)
+                self._counts_emitted.pop(key, None)
+        output.extend(self._evaluate_counts_only(now, with_volume))
+        return output
+
+    def _counts(self, key: WindowKey) -> tuple[int, int]:
+        return sum(self._late.get(key, {}).values()), sum(self._dead.get(key, {}).values())
+
+    def _record_counts(self, key: WindowKey) -> None:
+        if key in self._counts_seen:
+            self._counts_emitted[key] = self._counts(key)
+
+    def _evaluate_counts_only(self, now: float, with_volume: set[WindowKey]) -> list[Point]:
+        """Volume of windows known only by late or dead-letter counts, once closed."""
+        output: list[Point] = []
+        for key in sorted(self._counts_seen):
+            if key in self._drift or key in with_volume or self.config.model(key.model_id) is None:
+                continue
+            counts = self._counts(key)
+            if key in self._closed:
+                # evaluated before: written again only when a count changed
+                emitted = self._counts_emitted.get(key)
+                if emitted is None or emitted == counts:
+                    continue
+                on_time = self._closed[key][0]
+            elif self._ready(key, _DriftSlot(first_seen=self._counts_seen[key]), now):
+                on_time = 0
+                self._closed[key] = (0, frozenset())
+            else:
+                continue
+            output.append(self._volume(key, window_start(key), on_time, labels=None))
+            self._counts_emitted[key] = counts
         return output
 
     def _evaluate_drift(self, key: WindowKey, partials: list[DriftPartial]) -> DriftWindowResult:

@@ -119,6 +119,24 @@ class LineProtocolError(ValueError):
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
 
+def carries_time_us(epoch_us: int) -> bool:
+    """Whether a time in epoch microseconds is one line protocol can carry.
+
+    Line protocol times are int64 nanoseconds: from 1677-09-21T00:12:43.145224193Z
+    to 2262-04-11T23:47:16.854775806Z (the bounds :func:`to_epoch_ns` accepts).
+
+    Examples
+    --------
+    >>> carries_time_us(0)
+    True
+    >>> carries_time_us(-9_223_372_036_854_776)  # 1677-09-21T00:12:43.145224Z
+    False
+    >>> carries_time_us(-9_223_372_036_854_775)
+    True
+    """
+    return INT64_MIN < epoch_us * 1_000 < INT64_MAX
+
+
 def to_epoch_ns(when: datetime | int) -> int:
     """Return a time as integer nanoseconds since the Unix epoch.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,31 @@ def test_bad_durations(text: str) -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text
     assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" document: each level lists the previous one ten times."""
+    lines = ["models: []", 'l0: &l0 ["lol ${HOME:-x}"]']
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"l{level}: &l{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once() -> None:
+    text = _laughs(9)  # 10**9 strings once expanded
+    assert len(text) < 1000
+    started = time.perf_counter()
+    errors = errors_of(text)
+    assert time.perf_counter() - started < 2.0
+    assert len(errors) == 1
+    assert "anchors (&l0) are not allowed" in errors[0]
+    assert "line 2" in errors[0]
+
+
+def test_a_yaml_alias_is_refused_naming_its_line() -> None:
+    # with no anchor before it, the alias itself is what is refused
+    errors = errors_of("models: []\nother: *nowhere\n")
+    assert len(errors) == 1
+    assert "aliases (*nowhere) are not allowed" in errors[0]
+    assert "line 2" in errors[0]

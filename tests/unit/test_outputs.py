@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from schemas import AlertEvent, DeadLetter, RetrainReason, RetrainRequest, segment_key
 from schemas.jsonschema import json_schemas
+from schemas.outputs import DEAD_LETTER_ORIGINAL_LIMIT
 
 DOCS_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
@@ -179,3 +182,54 @@ def test_json_schemas_describe_the_contract() -> None:
     }
     alert_schema = json.loads(json_schemas()["alert-event.schema.json"])
     assert alert_schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("size", [DEAD_LETTER_ORIGINAL_LIMIT + 1, 750_000, 1_048_576, 16_000_000])
+def test_a_dead_letter_of_a_large_message_fits_a_produce_request(size: int) -> None:
+    value = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    letter = DeadLetter.from_failure(
+        value,
+        key=b"k",
+        topic="driftline.predictions",
+        partition=0,
+        offset=7,
+        error_class="InvalidEvent",
+        error_message="message too large",
+    )
+    encoded = letter.model_dump_json().encode()
+    assert len(encoded) < 100_000  # far under the producer's 1 MiB request limit
+    again = DeadLetter.model_validate_json(encoded)
+    assert again.original_bytes() == value[:65_536]
+    assert again.original_truncated is True
+    assert again.original_size == size
+    assert again.original_sha256 == hashlib.sha256(value).hexdigest()
+    assert again.is_of(value)
+    assert not again.is_of(value[:-1] + b"?")
+
+
+def test_a_dead_letter_of_a_message_at_the_cap_keeps_all_of_it() -> None:
+    value = b"a" * 65_536
+    letter = DeadLetter.from_failure(
+        value, topic="t", partition=0, offset=0, error_class="InvalidEvent", error_message="x"
+    )
+    assert letter.original_bytes() == value
+    assert letter.original_truncated is False
+    assert letter.is_of(value)
+
+
+def test_a_dead_letter_written_before_the_cap_still_reads() -> None:
+    older = {
+        "schema_version": 1,
+        "original_b64": base64.b64encode(b"{broken").decode(),
+        "source_topic": "driftline.predictions",
+        "source_partition": 0,
+        "source_offset": 10,
+        "error_class": "InvalidEvent",
+        "error_message": "Invalid JSON",
+        "received_at": "2026-01-01T00:00:00Z",
+    }
+    letter = DeadLetter.model_validate_json(json.dumps(older))
+    assert letter.original_bytes() == b"{broken"
+    assert letter.original_size == 7
+    assert letter.original_sha256 == hashlib.sha256(b"{broken").hexdigest()
+    assert letter.original_truncated is False

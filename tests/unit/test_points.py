@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import MonitorConfig
 from schemas.vocabulary import MEASUREMENTS
 from streams import points as pts
+from streams.merger import WindowMerger
 from streams.points import (
     EmptyPointError,
     LineProtocolError,
@@ -26,6 +28,7 @@ from streams.points import (
     parse_line,
     parse_line_protocol,
 )
+from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
 W0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 W0_NS = 1_709_294_400 * 10**9  # 2024-03-01T12:00:00Z, by hand: 19783 days * 86400 + 12 h
@@ -634,3 +637,135 @@ def test_latest_points_overwrites_like_influxdb() -> None:
         other_series,
         other_time,
     ]
+
+
+# ---------------------------------------------------------------------------
+# times line protocol can carry, and the merger's windows outside them
+# ---------------------------------------------------------------------------
+
+# int64 nanoseconds: -9_223_372_036_854_775_808 .. 9_223_372_036_854_775_807, so in whole
+# microseconds -9_223_372_036_854_775 .. 9_223_372_036_854_775 (to_epoch_ns excludes the ends)
+_FIRST_US = -9_223_372_036_854_775
+_LAST_US = 9_223_372_036_854_775
+
+
+@pytest.mark.parametrize(
+    ("epoch_us", "carried"),
+    [
+        (0, True),
+        (_FIRST_US, True),
+        (_FIRST_US - 1, False),
+        (_LAST_US, True),
+        (_LAST_US + 1, False),
+        (-62_135_596_800_000_000, False),  # 0001-01-01T00:00:00Z
+    ],
+)
+def test_carries_time_us_matches_what_to_epoch_ns_accepts(epoch_us: int, carried: bool) -> None:
+    assert pts.carries_time_us(epoch_us) is carried
+    if carried:
+        assert pts.to_epoch_ns(epoch_us * 1_000) == epoch_us * 1_000
+    else:
+        with pytest.raises(ValueError, match="int64"):
+            pts.to_epoch_ns(epoch_us * 1_000)
+
+
+def _merger(clock: list[float]) -> WindowMerger:
+    config = MonitorConfig.model_validate(
+        {
+            "models": [
+                {
+                    "id": "churn",
+                    "task": "binary",
+                    "reference": "ref.json",
+                    "window": {"size": 60, "allowed_lateness": 10, "label_horizon": 600},
+                    "features": [{"name": "x", "kind": "numeric"}],
+                }
+            ]
+        }
+    )
+    return WindowMerger(config, lambda model, version: None, 1, clock=lambda: clock[0])
+
+
+# 1500-01-01T00:00:00Z, by hand: 470 years of 365 days and 114 leap days before 1970
+# (the 118 years 1500..1968 divisible by 4, less 1500, 1700, 1800 and 1900)
+_ANCIENT_US = -(470 * 365 + 114) * 86_400 * 1_000_000
+
+
+def test_the_merger_drops_windows_line_protocol_cannot_carry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert datetime.fromtimestamp(_ANCIENT_US / 1e6, tz=UTC) == datetime(1500, 1, 1, tzinfo=UTC)
+    clock = [0.0]
+    merger = _merger(clock)
+    ancient = WindowKey("churn", "1", "all", _ANCIENT_US)
+    year_zero = WindowKey("churn", "1", "all", -62_135_596_800_000_000 - 3_600_000_000)
+    caplog.set_level("WARNING", logger="streams.merger")
+    merger.add_drift(0, DriftPartial(ancient, None, 5))
+    merger.add_performance(0, PerformancePartial(ancient, b"not decoded", True))
+    merger.add_late(0, {ancient: 2})
+    merger.add_dead_letters(0, {year_zero: 1})
+    merger.add_watermark(0, "churn", 10**12)
+    assert merger.evaluate() == []  # and does not raise
+    assert merger.dropped_windows == 4
+    warnings = [r for r in caplog.records if "line protocol cannot carry" in r.getMessage()]
+    assert len(warnings) == 1  # rate-limited: one per interval
+    clock[0] = 61.0
+    merger.add_late(0, {ancient: 3})
+    assert merger.dropped_windows == 5
+    warnings = [r for r in caplog.records if "line protocol cannot carry" in r.getMessage()]
+    assert len(warnings) == 2
+    # the three dropped after the first warning, and this one
+    assert "dropped 4 partial(s)" in warnings[1].getMessage()
+    assert "(5 in all)" in warnings[1].getMessage()
+
+
+def test_the_merger_drops_restored_windows_line_protocol_cannot_carry() -> None:
+    merger = _merger([0.0])
+    ancient = WindowKey("churn", "1", "all", _ANCIENT_US).encode()
+    future = WindowKey("churn", "1", "all", _LAST_US + 1).encode()
+    merger.restore(
+        {
+            "drift": [[ancient, [[0, [None, 4]]]]],
+            "performance": [[future, [[0, "not decoded", True]], True]],
+            "late": [[ancient, [[0, 1]]]],
+            "dead": [[future, [[0, 1]]]],
+            "closed": [[ancient, 4, [0]]],
+            "watermarks": {"churn": [[0, 10**12]]},
+        }
+    )
+    assert merger.evaluate() == []
+    assert merger.dropped_windows == 5
+    assert merger.snapshot()["drift"] == []
+
+
+def _volumes(out: list[Point]) -> list[tuple[int, dict[str, Any]]]:
+    return [(p.time_ns, dict(p.fields)) for p in out if p.measurement == "volume"]
+
+
+def test_a_window_with_only_refused_or_late_messages_gets_a_volume_point() -> None:
+    merger = _merger([0.0])
+    start_us = W0_NS // 1_000
+    refused = WindowKey("churn", "1", "all", start_us)
+    late = WindowKey("churn", "1", "all", start_us + 60_000_000)
+    merger.add_dead_letters(0, {refused: 7})
+    merger.add_late(0, {late: 3})
+    # 60 s window + 10 s lateness: the late-only window closes at +130 s
+    merger.add_watermark(0, "churn", start_us + 129_000_000)
+    assert _volumes(merger.evaluate()) == [
+        (
+            W0_NS,
+            {"predictions": 0, "labels": 0, "late_predictions": 0, "dead_letters": 7},
+        )
+    ]
+    merger.add_watermark(0, "churn", start_us + 130_000_000)
+    late_point = (
+        W0_NS + 60 * 10**9,
+        {"predictions": 0, "labels": 0, "late_predictions": 3, "dead_letters": 0},
+    )
+    assert _volumes(merger.evaluate()) == [late_point]
+    assert merger.evaluate() == []  # written once ...
+    merger.add_late(0, {late: 4})  # ... and again when a count changes
+    assert _volumes(merger.evaluate()) == [
+        (late_point[0], {**late_point[1], "late_predictions": 4})
+    ]
+    assert merger.evaluate() == []
