@@ -6,18 +6,27 @@ wrong value would corrupt a statistic: timestamps must carry a timezone,
 identifiers are non-empty and bounded, non-finite feature values become
 missing values, and every size is bounded by :class:`schemas.limits.InputLimits`
 (passed as validation context ``{"limits": ...}``).
+
+:func:`decode_prediction` and :func:`decode_label` read a message in the usual
+valid shape with orjson and a few checks (:func:`fast_prediction`,
+:func:`fast_label`, several times cheaper) and hand any other message to
+pydantic (:func:`validate_prediction`, :func:`validate_label`); both paths
+accept the same messages and give the same events.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -47,10 +56,28 @@ def _limits(info: ValidationInfo) -> InputLimits:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid timestamp with no UTC equivalent.
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from None
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+_DATE_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _date_time_text(value: Any) -> Any:
+    # Numbers (and digit strings) would pass as Unix seconds or milliseconds,
+    # a guess the contract does not make: only date-time text is taken.
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME_TEXT.match(value)):
+        return value
+    raise ValueError(
+        "must be an RFC 3339 date-time with an offset, e.g. 2026-11-23T10:00:00Z "
+        f"(got {repr(value)[:40] if isinstance(value, str) else _type_name(value)})"
+    )
+
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_utc)]
 """An RFC 3339 timestamp with an offset, normalised to UTC."""
 
 
@@ -70,13 +97,27 @@ def _bounded_text(name: str, value: str, limit: int, setting: str) -> str:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]").search
+"""Finds a control character (code point below 32) in a string."""
+
+
 def _check_identifier(value: str, info: ValidationInfo) -> str:
+    # The length first: it bounds the work of the other checks.
+    _bounded_text("identifier", value, _limits(info).max_id_length, "max_id_length")
     if not value.strip():
         raise ValueError("must be a non-empty string")
-    if any(ord(char) < 32 for char in value):
+    if _CONTROL(value) is not None:
         raise ValueError("must not contain control characters")
-    limits = _limits(info)
-    return _bounded_text("identifier", value, limits.max_id_length, "max_id_length")
+    return value
+
+
+def _finite_float(value: int | float) -> float | None:
+    """The value as a float, or None when it is NaN, infinite or too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal of more than 308 digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _scalar(value: object, where: str) -> bool | int | float | str | None:
@@ -163,7 +204,7 @@ class PredictionEvent(_InputEvent):
                     "max_string_length",
                 )
             elif isinstance(item, int | float) and not isinstance(item, bool):
-                item = float(item) if math.isfinite(item) else None
+                item = _finite_float(item)
             cleaned[name] = item
         return cleaned
 
@@ -181,7 +222,8 @@ class PredictionEvent(_InputEvent):
             _bounded_text("class name", name, limits.max_name_length, "max_name_length")
             if isinstance(score, bool) or not isinstance(score, int | float):
                 raise ValueError(f"score of class {name!r} must be a number")
-            if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+            number = _finite_float(score)
+            if number is None or not 0.0 <= number <= 1.0:
                 raise ValueError(f"score of class {name!r} must be a probability in [0, 1]")
         return value
 
@@ -247,8 +289,10 @@ def _check_label(value: Any, name: str, limits: InputLimits) -> Any:
 EventT = TypeVar("EventT", bound=_InputEvent)
 
 
-def _decode(model: type[EventT], raw: bytes | str, limits: InputLimits) -> EventT:
-    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+def _sized(raw: bytes | str, limits: InputLimits) -> bytes:
+    """The message as bytes, refused before parsing when it is over the size limit."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    size = len(data)
     if size > limits.max_message_bytes:
         raise InvalidEvent(
             [
@@ -259,14 +303,340 @@ def _decode(model: type[EventT], raw: bytes | str, limits: InputLimits) -> Event
                 )
             ]
         )
+    return data
+
+
+def _validate(model: type[EventT], raw: bytes | str, limits: InputLimits) -> EventT:
     try:
         return model.model_validate_json(raw, context={"limits": limits})
     except ValidationError as exc:
         raise InvalidEvent(describe_validation_error(exc)) from exc
 
 
+# The fast path.  orjson parses the message and a few type checks vouch for
+# the common, valid shape of an event; the event is then built without
+# pydantic's validation (as ``model_construct`` does).  Whatever these checks
+# do not vouch for goes through pydantic, which either accepts it too or
+# names the broken rule, so both paths accept the same messages and give the
+# same events (tests/unit/test_decode_fast.py checks this on generated
+# messages).  What the checks rely on:
+#
+# * orjson refuses NaN, Infinity and numbers too large for a float, so every
+#   float it returns is finite; it returns integer literals outside
+#   [-2**63, 2**64) as floats, so a label that could have been one is left to
+#   pydantic, which keeps it an int.
+# * A string is never longer in characters than the message is in bytes, so
+#   string lengths need no check when the whole message is shorter than
+#   ``max_string_length``.
+# * Only the canonical RFC 3339 form of a timestamp is taken here, where
+#   ``datetime.fromisoformat`` and pydantic read the same instant; pydantic
+#   also reads other forms (a space for ``T``, unix seconds, a comma before
+#   the fraction, more than six fraction digits, no seconds).
+# * pydantic coerces some values the checks leave to it (``"4.5"`` and
+#   ``true`` as a latency, ``1.0`` and ``true`` as the schema version).
+# * pydantic's parser refuses JSON nested more than about 200 levels deep,
+#   orjson only past 1024, wherever the nesting is (an unknown field, a value
+#   a later duplicate key replaces). A message with more than ``_NESTING``
+#   brackets, counted over the whole text (an upper bound on the depth), is
+#   left to pydantic.
+# * Both parsers keep the last value of a duplicate key.
+# * An event is built as ``model_construct`` builds one (its ``__dict__`` in
+#   field order and the set of fields present); the tests compare every
+#   field, its type and that set with pydantic's event.
+
+_PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
+_LABEL_FIELDS = frozenset(LabelEvent.model_fields)
+_NESTING = 100
+"""Most brackets in a message read here: pydantic refuses more than 200 levels, orjson 1024."""
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+).fullmatch
+_EXACT_INT_FLOAT = 2.0**63
+"""Floats below this magnitude came from a float literal, not an integer one."""
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+class _Bounds(NamedTuple):
+    message_bytes: int
+    id_length: int
+    features: int
+    name_length: int
+    string_length: int
+    segments: int
+
+
+_bounds_of: dict[int, tuple[InputLimits, _Bounds]] = {}
+
+
+def _bounds(limits: InputLimits) -> _Bounds:
+    """The limits as plain integers (cached: reading a model's fields costs more)."""
+    entry = _bounds_of.get(id(limits))
+    if entry is None or entry[0] is not limits:
+        if len(_bounds_of) > 64:
+            _bounds_of.clear()
+        bounds = _Bounds(
+            limits.max_message_bytes,
+            limits.max_id_length,
+            limits.max_features,
+            limits.max_name_length,
+            limits.max_string_length,
+            limits.max_segments,
+        )
+        entry = _bounds_of[id(limits)] = (limits, bounds)
+    return entry[1]
+
+
+def _construct(model: type[EventT], values: dict[str, Any], fields_set: set[str]) -> EventT:
+    """An event from checked values, as ``model_construct`` builds it (without its cost)."""
+    event = _new(model)
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", fields_set)
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
+def _plain_document(data: bytes, fields: frozenset[str]) -> tuple[dict[str, Any], set[str]] | None:
+    """The JSON object of a message and the known fields it holds."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    return document, document.keys() & fields
+
+
+def _nested(data: bytes) -> bool:
+    """Whether the message may be nested deeper than pydantic reads (checked last: a count)."""
+    return data.count(b"[") + data.count(b"{") > _NESTING
+
+
+def _plain_identifier(value: Any, bounds: _Bounds) -> bool:
+    return (
+        type(value) is str
+        and 0 < len(value) <= bounds.id_length
+        and not value.isspace()
+        and (value.isprintable() or _CONTROL(value) is None)
+    )
+
+
+def _plain_label(value: Any, bounds: _Bounds, short: bool) -> bool:
+    kind = type(value)
+    if kind is int or kind is bool:
+        return True
+    if kind is float:
+        number: float = value
+        return -_EXACT_INT_FLOAT < number < _EXACT_INT_FLOAT
+    return kind is str and len(value) > 0 and (short or len(value) <= bounds.string_length)
+
+
+def _plain_timestamp(value: Any) -> datetime | None:
+    if type(value) is not str or _TIMESTAMP(value) is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _plain_features(features: Any, bounds: _Bounds, short: bool) -> bool:
+    """Check a features object, turning integers into floats in place."""
+    if type(features) is not dict or len(features) > bounds.features:
+        return False
+    name_length = bounds.name_length
+    for name, value in features.items():
+        if len(name) > name_length:
+            return False
+        kind = type(value)
+        if kind is float or value is None:
+            continue
+        if kind is int:
+            features[name] = float(value)
+        elif kind is str:
+            if not short and len(value) > bounds.string_length:
+                return False
+        elif kind is not bool:
+            return False
+    return True
+
+
+def _plain_scores(scores: Any, bounds: _Bounds) -> bool:
+    """Check a scores object (or null), turning integer 0 and 1 into floats in place."""
+    if scores is None:
+        return True
+    if type(scores) is not dict or len(scores) > bounds.features:
+        return False
+    for name, score in scores.items():
+        if len(name) > bounds.name_length:
+            return False
+        kind = type(score)
+        if kind is float:
+            if not 0.0 <= score <= 1.0:
+                return False
+        elif kind is int and 0 <= score <= 1:
+            scores[name] = float(score)
+        else:
+            return False
+    return True
+
+
+def _plain_segment(segment: Any, bounds: _Bounds, short: bool) -> bool:
+    if segment is None:
+        return True
+    if type(segment) is not dict or len(segment) > bounds.segments:
+        return False
+    for name, value in segment.items():
+        if (
+            len(name) > bounds.name_length
+            or type(value) is not str
+            or (not short and len(value) > bounds.string_length)
+        ):
+            return False
+    return True
+
+
+def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> PredictionEvent | None:
+    """The prediction of a message in the common valid shape, without pydantic's validation.
+
+    Returns
+    -------
+    PredictionEvent or None
+        The event :func:`validate_prediction` would return, or None when the
+        message is not in the shape this path vouches for (it may still be
+        valid: :func:`decode_prediction` then hands it to pydantic).
+
+    Examples
+    --------
+    >>> fast_prediction(b'{"prediction_id": "p-1", "model_id": "churn", "model_version": "3",'
+    ...                 b' "timestamp": "2026-11-23T10:00:00+01:00", "features": {"tenure": 12},'
+    ...                 b' "prediction": 1}').features
+    {'tenure': 12.0}
+    >>> fast_prediction(b'{"prediction_id": "p-1", "model_id": "churn", "model_version": "3",'
+    ...                 b' "timestamp": "2026-11-23 10:00:00+01:00", "features": {},'
+    ...                 b' "prediction": 1}') is None  # valid, but read by pydantic
+    True
+    """
+    bounds = _bounds(limits)
+    size = len(data)
+    if size > bounds.message_bytes:
+        return None
+    parsed = _plain_document(data, _PREDICTION_FIELDS)
+    if parsed is None:
+        return None
+    document, present = parsed
+    get = document.get
+    version = get("schema_version", SCHEMA_VERSION)
+    prediction_id = get("prediction_id")
+    model_id = get("model_id")
+    model_version = get("model_version")
+    predicted = get("prediction")
+    features = get("features")
+    scores = get("scores")
+    segment = get("segment")
+    latency = get("latency_ms")
+    short = size <= bounds.string_length
+    if (
+        type(version) is not int
+        or version != SCHEMA_VERSION
+        or not _plain_identifier(prediction_id, bounds)
+        or not _plain_identifier(model_id, bounds)
+        or not _plain_identifier(model_version, bounds)
+        or not _plain_label(predicted, bounds, short)
+        or not _plain_features(features, bounds, short)
+        or not _plain_scores(scores, bounds)
+        or not _plain_segment(segment, bounds, short)
+    ):
+        return None
+    if latency is not None:
+        if type(latency) is int:
+            latency = float(latency)
+        elif type(latency) is not float:
+            return None
+        if not latency >= 0.0:
+            return None
+    timestamp = _plain_timestamp(get("timestamp"))
+    if timestamp is None or _nested(data):
+        return None
+    values = {
+        "schema_version": SCHEMA_VERSION,
+        "prediction_id": prediction_id,
+        "model_id": model_id,
+        "model_version": model_version,
+        "timestamp": timestamp,
+        "features": features,
+        "prediction": predicted,
+        "scores": scores,
+        "segment": segment,
+        "latency_ms": latency,
+    }
+    return _construct(PredictionEvent, values, present)
+
+
+def fast_label(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> LabelEvent | None:
+    """The label of a message in the common valid shape (see :func:`fast_prediction`)."""
+    bounds = _bounds(limits)
+    size = len(data)
+    if size > bounds.message_bytes:
+        return None
+    parsed = _plain_document(data, _LABEL_FIELDS)
+    if parsed is None:
+        return None
+    document, present = parsed
+    get = document.get
+    version = get("schema_version", SCHEMA_VERSION)
+    prediction_id = get("prediction_id")
+    model_id = get("model_id")
+    label = get("label")
+    if (
+        type(version) is not int
+        or version != SCHEMA_VERSION
+        or not _plain_identifier(prediction_id, bounds)
+        or not _plain_identifier(model_id, bounds)
+        or not _plain_label(label, bounds, size <= bounds.string_length)
+    ):
+        return None
+    timestamp = _plain_timestamp(get("timestamp"))
+    if timestamp is None or _nested(data):
+        return None
+    values = {
+        "schema_version": SCHEMA_VERSION,
+        "prediction_id": prediction_id,
+        "model_id": model_id,
+        "label": label,
+        "timestamp": timestamp,
+    }
+    return _construct(LabelEvent, values, present)
+
+
+def validate_prediction(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> PredictionEvent:
+    """Decode one prediction message with pydantic alone (what :func:`decode_prediction` matches).
+
+    Raises
+    ------
+    InvalidEvent
+        As :func:`decode_prediction`.
+    """
+    _sized(raw, limits)
+    return _validate(PredictionEvent, raw, limits)
+
+
+def validate_label(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> LabelEvent:
+    """Decode one label message with pydantic alone (see :func:`validate_prediction`)."""
+    _sized(raw, limits)
+    return _validate(LabelEvent, raw, limits)
+
+
 def decode_prediction(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> PredictionEvent:
     """Decode and validate one prediction message.
+
+    A message in the common valid shape is read by :func:`fast_prediction`;
+    any other goes through pydantic (:func:`validate_prediction`), which
+    accepts the same messages and names the rule a refused one broke.
 
     Parameters
     ----------
@@ -289,9 +659,11 @@ def decode_prediction(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) ->
     ...
     schemas.errors.InvalidEvent: prediction_id: must be a non-empty string; timestamp: ...
     """
-    return _decode(PredictionEvent, raw, limits)
+    event = fast_prediction(_sized(raw, limits), limits)
+    return _validate(PredictionEvent, raw, limits) if event is None else event
 
 
 def decode_label(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> LabelEvent:
     """Decode and validate one label message (see :func:`decode_prediction`)."""
-    return _decode(LabelEvent, raw, limits)
+    event = fast_label(_sized(raw, limits), limits)
+    return _validate(LabelEvent, raw, limits) if event is None else event

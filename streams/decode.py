@@ -52,11 +52,16 @@ class RawMessage:
 
 @dataclass
 class DecodedBatch(Generic[EventT]):
-    """The outcome of decoding one batch from one topic."""
+    """The outcome of decoding one batch from one topic.
+
+    ``offsets`` holds the offset of each event's message (same order as
+    ``events``).
+    """
 
     events: list[EventT] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    offsets: list[int] = field(default_factory=list)
 
 
 def _first_path(error: InvalidEvent) -> str:
@@ -73,6 +78,7 @@ def _decode(
     batch: DecodedBatch[EventT] = DecodedBatch()
     decode = decode_prediction if decoder is PredictionEvent else decode_label
     now = received_at or datetime.now(UTC)
+    events, offsets = batch.events, batch.offsets
     for message in messages:
         error_class, reason = "InvalidEvent", ""
         if message.value is None:
@@ -83,16 +89,17 @@ def _decode(
             except InvalidEvent as exc:
                 reason, path = exc.reason, _first_path(exc)
             else:
-                key = message.key.decode("utf-8", "replace") if message.key is not None else None
-                if key is not None and key != event.prediction_id:
-                    reason, path = (
-                        f"message key {key!r} differs from prediction_id {event.prediction_id!r}",
-                        "key",
-                    )
-                    error_class = "KeyMismatch"
-                else:
-                    batch.events.append(event)  # type: ignore[arg-type]
+                key = message.key
+                if key is None or key.decode("utf-8", "replace") == event.prediction_id:
+                    events.append(event)  # type: ignore[arg-type]
+                    offsets.append(message.offset)
                     continue
+                text = key.decode("utf-8", "replace")
+                reason, path = (
+                    f"message key {text!r} differs from prediction_id {event.prediction_id!r}",
+                    "key",
+                )
+                error_class = "KeyMismatch"
         batch.reasons[path] += 1
         batch.dead_letters.append(
             DeadLetter.from_failure(

@@ -16,7 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -26,6 +28,9 @@ from streams.join import JoinPolicy, JoinState
 from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput
 
 CHECKPOINT_FORMAT = 1
+
+EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
+_offset_of = attrgetter("offset")
 
 
 @dataclass
@@ -90,67 +95,57 @@ class PartitionProcessor:
         self.unattributed_dead_letters = 0
 
     def _screen(
-        self,
-        batch: DecodedBatch[PredictionEvent] | DecodedBatch[LabelEvent],
-        messages: Sequence[RawMessage],
-        now: datetime,
-    ) -> tuple[list[PredictionEvent | LabelEvent], list[int], list[DeadLetter]]:
+        self, batch: DecodedBatch[EventT], messages: Sequence[RawMessage], now: datetime
+    ) -> tuple[list[EventT], list[int], list[DeadLetter]]:
         """Keep events of configured models stamped no later than now + max_future."""
-        # decode keeps the order of messages and drops the refused ones, so
-        # valid events line up with the messages that are not dead letters.
-        refused = {letter.source_offset for letter in batch.dead_letters}
-        offsets = [message.offset for message in messages if message.offset not in refused]
-        by_offset = {message.offset: message for message in messages}
-        kept: list[PredictionEvent | LabelEvent] = []
+        policies = self.policies
+        horizon = now + self.max_future
+        kept: list[EventT] = []
         kept_offsets: list[int] = []
         letters: list[DeadLetter] = []
-        horizon = now + self.max_future
-        events: list[PredictionEvent | LabelEvent] = list(batch.events)
-        for event, offset in zip(events, offsets, strict=True):
-            reason = ""
-            if event.model_id not in self.policies:
-                known = ", ".join(sorted(self.policies))
+        by_offset: dict[int, RawMessage] | None = None
+        for event, offset in zip(batch.events, batch.offsets, strict=True):
+            if event.model_id in policies and event.timestamp <= horizon:
+                kept.append(event)
+                kept_offsets.append(offset)
+                continue
+            if event.model_id not in policies:
+                known = ", ".join(sorted(policies))
                 reason = f"model_id: {event.model_id!r} is not monitored (configured: {known})"
-            elif event.timestamp > horizon:
+            else:
                 reason = (
                     f"timestamp: {event.timestamp.isoformat()} is more than "
                     f"{self.max_future} ahead of the clock"
                 )
-            if reason:
-                message = by_offset[offset]
-                letters.append(
-                    DeadLetter.from_failure(
-                        message.value,
-                        key=message.key,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                        error_class="Rejected",
-                        error_message=reason,
-                        received_at=now,
-                    )
+            if by_offset is None:
+                by_offset = {message.offset: message for message in messages}
+            message = by_offset[offset]
+            letters.append(
+                DeadLetter.from_failure(
+                    message.value,
+                    key=message.key,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    error_class="Rejected",
+                    error_message=reason,
+                    received_at=now,
                 )
-                self.dead_letter_reasons[reason.split(":", 1)[0]] += 1
-            else:
-                kept.append(event)
-                kept_offsets.append(offset)
+            )
+            self.dead_letter_reasons[reason.split(":", 1)[0]] += 1
         return kept, kept_offsets, letters
 
     def process(self, messages: Sequence[RawMessage], now: datetime | None = None) -> BatchResult:
         """Apply one batch of raw messages of this partition (any mix of topics)."""
         now = now or datetime.now(UTC)
         result = BatchResult()
+        predictions_topic, labels_topic = self.predictions_topic, self.labels_topic
+        next_prediction = self.join.next_offset(predictions_topic)
+        next_label = self.join.next_offset(labels_topic)
         fresh_predictions = [
-            m
-            for m in messages
-            if m.topic == self.predictions_topic
-            and m.offset >= self.join.next_offset(self.predictions_topic)
+            m for m in messages if m.topic == predictions_topic and m.offset >= next_prediction
         ]
-        fresh_labels = [
-            m
-            for m in messages
-            if m.topic == self.labels_topic and m.offset >= self.join.next_offset(self.labels_topic)
-        ]
+        fresh_labels = [m for m in messages if m.topic == labels_topic and m.offset >= next_label]
         decoded_predictions = decode_predictions(fresh_predictions, self.limits, now)
         decoded_labels = decode_labels(fresh_labels, self.limits, now)
         for decoded in (decoded_predictions, decoded_labels):
@@ -162,28 +157,27 @@ class PartitionProcessor:
         result.dead_letters.extend(letters)
         labels, label_offsets, letters = self._screen(decoded_labels, fresh_labels, now)
         result.dead_letters.extend(letters)
-        typed_predictions = [event for event in predictions if isinstance(event, PredictionEvent)]
         # Duplicates (an id already held by the join, or seen earlier in this
         # batch) are counted by the join and kept out of the drift windows.
         batch_ids: set[tuple[str, str]] = set()
         unique_predictions: list[PredictionEvent] = []
-        for event in typed_predictions:
+        held = self.join.has_prediction
+        for event in predictions:
             identity = (event.model_id, event.prediction_id)
-            if identity in batch_ids or self.join.has_prediction(*identity):
+            if identity in batch_ids or held(*identity):
                 continue
             batch_ids.add(identity)
             unique_predictions.append(event)
-        typed_labels = [event for event in labels if isinstance(event, LabelEvent)]
         pairs = []
         if fresh_predictions:
             pairs += self.join.add_predictions(
-                typed_predictions,
+                predictions,
                 prediction_offsets,
-                next_offset=max(m.offset for m in fresh_predictions) + 1,
+                next_offset=max(map(_offset_of, fresh_predictions)) + 1,
             )
         if fresh_labels:
             pairs += self.join.add_labels(
-                typed_labels, label_offsets, next_offset=max(m.offset for m in fresh_labels) + 1
+                labels, label_offsets, next_offset=max(map(_offset_of, fresh_labels)) + 1
             )
         self.windows.add_predictions(unique_predictions)
         self.windows.add_pairs(pairs)
@@ -192,7 +186,7 @@ class PartitionProcessor:
         result.windows = self.windows.collect(self.join.watermark_us)
         result.watermark_us = self.windows.watermark_us
         result.predictions = len(unique_predictions)
-        result.labels = len(typed_labels)
+        result.labels = len(labels)
         return result
 
     def _attribute(self, letter: DeadLetter) -> None:

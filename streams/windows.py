@@ -26,10 +26,12 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from detectors.classification import BinaryStats, MulticlassStats, positive_mask
 from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
@@ -94,8 +96,13 @@ def stats_from_bytes(model: ModelConfig, data: bytes) -> Stats:
 
 
 def _numeric_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    # A boolean where a number belongs is a type error like a string, whatever
+    # else the batch holds: counted as missing, never as 0 or 1.
+    has_bool = any(value is True or value is False for value in values)
     try:
-        return np.asarray(values, dtype=np.float64)
+        if not has_bool:
+            return np.asarray(values, dtype=np.float64)
+        raise TypeError("booleans in a numeric column")
     except (TypeError, ValueError):
         # A string or another type where a number belongs: a schema violation of
         # that one value, counted as missing rather than failing the batch.
@@ -114,6 +121,72 @@ def _empty_sketch(profile: NumericProfile | CategoricalProfile) -> Sketch:
     if isinstance(profile, NumericProfile):
         return NumericSketch.empty(profile)
     return CategoricalSketch.empty(profile)
+
+
+def _take(values: Sequence[Any], rows: NDArray[np.intp] | None) -> list[Any]:
+    return list(values) if rows is None else [values[row] for row in rows.tolist()]
+
+
+def _objects(values: Sequence[Any]) -> NDArray[np.object_]:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+class FeatureColumns:
+    """The profiled features and the prediction of a batch of events, a column each.
+
+    The values are read in one pass over the events (``itemgetter`` of every
+    profiled feature, then a transpose), numeric features become one float64
+    array, so the sketches of every window and segment of the batch are updated
+    from rows of these columns without reading the events again. A numeric
+    value that is not a number (a string, a boolean) is missing, value by value,
+    so the outcome does not depend on how events were batched.
+
+    Parameters
+    ----------
+    reference
+        The profile whose features are read (missing ones are None).
+    events
+        The predictions, in row order.
+    """
+
+    def __init__(self, reference: ReferenceProfile, events: Sequence[PredictionEvent]) -> None:
+        names = list(reference.features)
+        self.size = len(events)
+        columns: list[Sequence[Any]] = [()] * len(names) if not events else []
+        if names and events:
+            dicts = [event.features for event in events]
+            if len(names) == 1:
+                columns = [[features.get(names[0]) for features in dicts]]
+            else:
+                getter = itemgetter(*names)
+                try:
+                    rows = list(map(getter, dicts))
+                except KeyError:  # a feature missing from some events
+                    rows = [tuple(map(features.get, names)) for features in dicts]
+                columns = list(zip(*rows, strict=True))
+        numeric = [
+            index
+            for index, name in enumerate(names)
+            if isinstance(reference.features[name], NumericProfile)
+        ]
+        numeric_set = frozenset(numeric)
+        categorical = [index for index in range(len(names)) if index not in numeric_set]
+        self.numeric_position = {names[index]: position for position, index in enumerate(numeric)}
+        self.mixed: dict[int, Sequence[Any]] = {}
+        numeric_columns = [columns[index] for index in numeric]
+        self.numeric: NDArray[np.float64] = np.empty(
+            (len(numeric_columns), self.size), dtype=np.float64
+        )
+        for position, column in enumerate(numeric_columns):
+            # value by value: a string or a bool is missing wherever it is
+            self.numeric[position] = _numeric_column(list(column))
+        self.categorical = {names[index]: _objects(columns[index]) for index in categorical}
+        self.predicted = [event.prediction for event in events]
+        self.predicted_numbers: NDArray[np.float64] | None = None
+        if isinstance(reference.prediction, NumericProfile):
+            self.predicted_numbers = _numeric_column(self.predicted)
 
 
 @dataclass
@@ -136,19 +209,32 @@ class DriftAccumulator:
 
     def update(self, events: Sequence[PredictionEvent]) -> None:
         """Count a batch of predictions (one vectorised update per feature)."""
-        self.predictions += len(events)
+        self.update_columns(FeatureColumns(self.reference, events))
+
+    def update_columns(self, columns: FeatureColumns, rows: NDArray[np.intp] | None = None) -> None:
+        """Count some rows (all when None) of a batch's columns, built on this reference."""
+        self.predictions += columns.size if rows is None else int(rows.size)
+        numeric = columns.numeric if rows is None else columns.numeric[:, rows]
         for name, sketch in self.features.items():
-            column = [event.features.get(name) for event in events]
             if isinstance(sketch, NumericSketch):
-                sketch.update(_numeric_column(column))
+                position = columns.numeric_position[name]
+                raw = columns.mixed.get(position)
+                if raw is None:
+                    sketch.update(numeric[position])
+                else:
+                    sketch.update(_numeric_column(_take(raw, rows)))
             else:
-                sketch.update(column)
+                values = columns.categorical[name]
+                sketch.update(values if rows is None else values[rows])
         if self.prediction is not None:
-            predicted = [event.prediction for event in events]
             if isinstance(self.prediction, NumericSketch):
-                self.prediction.update(_numeric_column(predicted))
+                if columns.predicted_numbers is None:
+                    self.prediction.update(_numeric_column(_take(columns.predicted, rows)))
+                else:
+                    predicted = columns.predicted_numbers
+                    self.prediction.update(predicted if rows is None else predicted[rows])
             else:
-                self.prediction.update(predicted)
+                self.prediction.update(_take(columns.predicted, rows))
 
     def merge(self, other: DriftAccumulator) -> DriftAccumulator:
         """Both windows' values (exact addition)."""
@@ -309,6 +395,38 @@ class WindowOutput:
     dead_letters: dict[WindowKey, int] = field(default_factory=dict)
 
 
+_SEGMENT_KEYS_KEPT = 4096
+"""Segment keys remembered per model (the combinations of values seen most recently)."""
+
+
+class _Windowing:
+    """What a model's configuration says about its windows, in integer microseconds."""
+
+    __slots__ = ("_segments", "closes_after_us", "horizon_us", "model", "segment_by", "size_us")
+
+    def __init__(self, model: ModelConfig) -> None:
+        self.model = model
+        self.size_us = int(model.window.size.total_seconds() * MICROS)
+        lateness_us = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        self.closes_after_us = self.size_us + lateness_us
+        self.horizon_us = int(model.window.label_horizon.total_seconds() * MICROS)
+        self.segment_by = tuple(model.segment_by or ())
+        self._segments: dict[str | tuple[str | None, ...] | None, str] = {}
+
+    def segment(self, segment: Mapping[str, str] | None) -> str:
+        """``segment_key(segment, segment_by)``, remembered per combination of values."""
+        values = segment or {}
+        names = self.segment_by
+        # None stands for a missing name (segment values are strings).
+        combination = values.get(names[0]) if len(names) == 1 else tuple(map(values.get, names))
+        key = self._segments.get(combination)
+        if key is None:
+            if len(self._segments) >= _SEGMENT_KEYS_KEPT:
+                self._segments.clear()
+            key = self._segments[combination] = segment_key(segment, names)
+        return key
+
+
 class PartitionWindows:
     """Drift and performance windows of one source partition.
 
@@ -332,6 +450,7 @@ class PartitionWindows:
         self.late: dict[WindowKey, int] = defaultdict(int)
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
+        self._windowing: dict[str, _Windowing] = {}
 
     def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
         """The reference profile of a model version (cached)."""
@@ -341,20 +460,16 @@ class PartitionWindows:
         return self._references[key]
 
     def _model(self, model_id: str) -> ModelConfig:
-        model = self.config.model(model_id)
-        if model is None:
-            raise KeyError(f"model {model_id!r} is not configured")
-        return model
+        return self._windowing_of(model_id).model
 
-    def _keys(self, model: ModelConfig, event: PredictionEvent) -> list[WindowKey]:
-        size = int(model.window.size.total_seconds() * MICROS)
-        moment = int(event.timestamp.timestamp() * MICROS)
-        start = moment - moment % size
-        keys = [WindowKey(model.id, event.model_version, ALL_SEGMENTS, start)]
-        if model.segment_by:
-            segment = segment_key(event.segment, tuple(model.segment_by))
-            keys.append(WindowKey(model.id, event.model_version, segment, start))
-        return keys
+    def _windowing_of(self, model_id: str) -> _Windowing:
+        windowing = self._windowing.get(model_id)
+        if windowing is None:
+            model = self.config.model(model_id)
+            if model is None:
+                raise KeyError(f"model {model_id!r} is not configured")
+            windowing = self._windowing[model_id] = _Windowing(model)
+        return windowing
 
     def closes_at_us(self, model: ModelConfig, key: WindowKey) -> int:
         """Watermark at which a drift window closes."""
@@ -367,31 +482,100 @@ class PartitionWindows:
         return self.watermark_us is not None and self.watermark_us >= self.closes_at_us(model, key)
 
     def add_predictions(self, events: Iterable[PredictionEvent]) -> None:
-        """Count a batch of predictions into their windows."""
-        grouped: dict[WindowKey, list[PredictionEvent]] = defaultdict(list)
-        for event in events:
-            model = self._model(event.model_id)
-            for key in self._keys(model, event):
-                if self.is_closed(model, key):
-                    # Too late for drift, still a prediction labels may join.
-                    self.late[key] += 1
-                    self._count_for_performance(model, key, 1)
+        """Count a batch of predictions into their windows.
+
+        Every event belongs to the ``all`` window of its model, version and
+        start and, with ``segment_by``, to its segment's window. Events of a
+        closed window are counted as late; the others' features are read once
+        per model version (:class:`FeatureColumns`) and each open window's
+        sketches count its rows.
+        """
+        batch = events if isinstance(events, Sequence) else list(events)
+        if not batch:
+            return
+        windowings = self._windowing
+        rows_of: dict[tuple[str, str, str, int], list[int]] = {}
+        newest = -(2**63)
+        for index, event in enumerate(batch):
+            model_id = event.model_id
+            windowing = windowings.get(model_id) or self._windowing_of(model_id)
+            moment = int(event.timestamp.timestamp() * MICROS)
+            newest = max(newest, moment)
+            start = moment - moment % windowing.size_us
+            version = event.model_version
+            identity = (model_id, version, ALL_SEGMENTS, start)
+            rows = rows_of.get(identity)
+            if rows is None:
+                rows_of[identity] = [index]
+            else:
+                rows.append(index)
+            if windowing.segment_by:
+                identity = (model_id, version, windowing.segment(event.segment), start)
+                rows = rows_of.get(identity)
+                if rows is None:
+                    rows_of[identity] = [index]
                 else:
-                    grouped[key].append(event)
-        for key, batch in grouped.items():
-            self.predictions_by_window[key] += len(batch)
-            self._count_for_performance(self._model(key.model_id), key, len(batch))
+                    rows.append(index)
+        watermark = self.watermark_us
+        open_windows: list[tuple[WindowKey, list[int]]] = []
+        for identity, rows in rows_of.items():
+            key = WindowKey(*identity)
+            windowing = windowings[key.model_id]
+            if (
+                watermark is not None
+                and watermark >= key.window_start_us + windowing.closes_after_us
+            ):
+                # Too late for drift, still predictions labels may join.
+                self.late[key] += len(rows)
+                self._count_for_performance(windowing.model, key, len(rows))
+            else:
+                open_windows.append((key, rows))
+        columns: dict[tuple[str, str], tuple[FeatureColumns, NDArray[np.intp] | None]] = {}
+        for key, rows in open_windows:
+            self.predictions_by_window[key] += len(rows)
+            self._count_for_performance(windowings[key.model_id].model, key, len(rows))
             reference = self.reference(key.model_id, key.model_version)
             if reference is None:
                 continue
             accumulator = self.drift.get(key)
             if accumulator is None:
                 accumulator = self.drift[key] = DriftAccumulator.empty(reference)
-            accumulator.update(batch)
-        for batch in grouped.values():
-            newest = max(int(event.timestamp.timestamp() * MICROS) for event in batch)
-            if self.watermark_us is None or newest > self.watermark_us:
-                self.watermark_us = newest
+            version = (key.model_id, key.model_version)
+            if version not in columns:
+                columns[version] = self._columns(reference, batch, version, open_windows)
+            read, positions = columns[version]
+            if len(rows) == read.size:  # every row read (order does not matter to sketches)
+                accumulator.update_columns(read)
+            else:
+                selected = np.asarray(rows, dtype=np.intp)
+                if positions is not None:
+                    selected = np.searchsorted(positions, selected)
+                accumulator.update_columns(read, selected)
+        if self.watermark_us is None or newest > self.watermark_us:
+            self.watermark_us = newest
+
+    @staticmethod
+    def _columns(
+        reference: ReferenceProfile,
+        batch: Sequence[PredictionEvent],
+        version: tuple[str, str],
+        open_windows: Sequence[tuple[WindowKey, list[int]]],
+    ) -> tuple[FeatureColumns, NDArray[np.intp] | None]:
+        """Columns of a version's events in open windows, and their positions in the batch.
+
+        The ``all`` windows of a version hold each of its events once, so their
+        rows are the version's rows; positions are None when that is the batch.
+        """
+        rows = [
+            row
+            for key, window_rows in open_windows
+            if (key.model_id, key.model_version) == version and key.segment == ALL_SEGMENTS
+            for row in window_rows
+        ]
+        if len(rows) == len(batch):
+            return FeatureColumns(reference, batch), None
+        positions = np.sort(np.asarray(rows, dtype=np.intp))
+        return FeatureColumns(reference, [batch[row] for row in positions.tolist()]), positions
 
     def count_dead_letter(self, model_id: str, model_version: str, moment_us: int) -> None:
         """Count a refused message in the volume of its window (``all`` segment)."""
@@ -414,21 +598,28 @@ class PartitionWindows:
 
     def add_pairs(self, pairs: Iterable[JoinedPair]) -> None:
         """Add joined pairs to their performance windows."""
-        grouped: dict[WindowKey, list[JoinedPair]] = defaultdict(list)
+        windowings = self._windowing
+        grouped: dict[tuple[str, str, str, int], list[JoinedPair]] = {}
         for pair in pairs:
-            model = self._model(pair.model_id)
-            keys = [
-                WindowKey(pair.model_id, pair.model_version, ALL_SEGMENTS, pair.window_start_us)
-            ]
-            if model.segment_by:
-                segment = segment_key(pair.segment, tuple(model.segment_by))
-                keys.append(
-                    WindowKey(pair.model_id, pair.model_version, segment, pair.window_start_us)
-                )
-            for key in keys:
-                grouped[key].append(pair)
-        for key, batch in grouped.items():
-            model = self._model(key.model_id)
+            model_id = pair.model_id
+            windowing = windowings.get(model_id) or self._windowing_of(model_id)
+            identity = (model_id, pair.model_version, ALL_SEGMENTS, pair.window_start_us)
+            group = grouped.get(identity)
+            if group is None:
+                grouped[identity] = [pair]
+            else:
+                group.append(pair)
+            if windowing.segment_by:
+                segment = windowing.segment(pair.segment)
+                identity = (model_id, pair.model_version, segment, pair.window_start_us)
+                group = grouped.get(identity)
+                if group is None:
+                    grouped[identity] = [pair]
+                else:
+                    group.append(pair)
+        for identity, batch in grouped.items():
+            key = WindowKey(*identity)
+            model = windowings[key.model_id].model
             perf = self.performance.get(key)
             if perf is None:
                 perf = self.performance[key] = PerformanceAccumulator(new_stats(model))
@@ -458,12 +649,11 @@ class PartitionWindows:
         if self.dead_letters:
             output.dead_letters = dict(self.dead_letters)
         for key in list(self.performance):
-            model = self._model(key.model_id)
-            size = int(model.window.size.total_seconds() * MICROS)
-            horizon = int(model.window.label_horizon.total_seconds() * MICROS)
+            windowing = self._windowing_of(key.model_id)
             final = (
                 join_watermark_us is not None
-                and join_watermark_us > key.window_start_us + size + horizon
+                and join_watermark_us
+                > key.window_start_us + windowing.size_us + windowing.horizon_us
             )
             if final or key in self._dirty:
                 perf = self.performance[key]

@@ -876,6 +876,36 @@ def consume_messages(bootstrap: str, topic: str, count: int, *, timeout: float =
         consumer.close()
 
 
+def consume_at_least(
+    bootstrap: str, topic: str, count: int, *, quiet_s: float = 3.0, timeout: float = 30.0
+) -> list[Any]:
+    """Read ``count`` records of ``topic``, then whatever else arrives until ``quiet_s`` of quiet.
+
+    For topics written at least once (a replay after a crash may repeat
+    records): the caller deduplicates and checks the distinct ones.
+    """
+    records = consume_messages(bootstrap, topic, count, timeout=timeout)
+    consumer = Consumer(confluent_consumer_config(bootstrap, f"reader-{uuid.uuid4().hex}"))
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        everything: list[Any] = []
+        quiet_until = time.monotonic() + quiet_s
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < min(quiet_until, deadline) or len(everything) < len(records):
+            if time.monotonic() > deadline:
+                break
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            everything.append(message)
+            quiet_until = time.monotonic() + quiet_s
+        return everything if len(everything) >= len(records) else records
+    finally:
+        consumer.close()
+
+
 # ---------------------------------------------------------------------------
 # HTTP helpers
 # ---------------------------------------------------------------------------

@@ -257,3 +257,24 @@ def test_label_round_trips_through_json(label: Any, timestamp: datetime) -> None
     again = decode_label(event.model_dump_json())
     assert again == event
     assert type(again.label) is type(label)
+
+
+def test_a_timestamp_with_no_utc_equivalent_is_refused_not_raised() -> None:
+    for stamp in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"):
+        message = rejection(encode(prediction(timestamp=stamp)))
+        assert message == f"timestamp: {stamp} is out of range once converted to UTC"
+
+
+def test_integers_too_large_for_a_float_are_missing_features_and_refused_scores() -> None:
+    huge = "1" + "0" * 400
+    raw = encode(prediction(features={"x": 0})).replace(b'"x": 0', f'"x": {huge}'.encode())
+    assert decode_prediction(raw).features == {"x": None}
+    raw = encode(prediction(scores={"1": 0})).replace(b'"1": 0', f'"1": {huge}'.encode())
+    assert rejection(raw) == "scores: score of class '1' must be a probability in [0, 1]"
+
+
+@pytest.mark.parametrize("value", ["\n" * 9, " " * 9, "x" * 9])
+def test_an_identifier_over_the_limit_is_refused_for_its_length_first(value: str) -> None:
+    # The length is checked before anything that reads every character.
+    message = rejection(encode(prediction(model_id=value)), InputLimits(max_id_length=8))
+    assert message == "model_id: identifier is 9 characters long; the limit is 8 (max_id_length)"

@@ -12,11 +12,12 @@ import pytest
 from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from detectors.registry import run_drift
 from detectors.sketch import empty_sketch
-from schemas import DEFAULT_LIMITS, MonitorConfig
+from schemas import DEFAULT_LIMITS, MonitorConfig, PredictionEvent
 from streams.decode import RawMessage
 from streams.merger import WindowMerger
 from streams.partition import PartitionProcessor
 from streams.points import Point
+from streams.windows import DriftAccumulator, FeatureColumns, PartitionWindows, WindowKey
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 rng = np.random.default_rng(5)
@@ -251,3 +252,154 @@ def test_duplicate_predictions_stay_out_of_the_windows() -> None:
     assert volume["predictions"] == 6
     counters = part.processor.join.counters()
     assert sum(c.duplicate_predictions for c in counters.values()) == 3
+
+
+# ------------------------------------------------- windows read each batch once
+
+WIDE = ReferenceProfile(
+    "churn",
+    "1",
+    features={
+        "x": REFERENCE.features["x"],
+        "plan": REFERENCE.features["plan"],
+        "y": NumericProfile.build(rng.normal(3, 1, 2000), bins=64),
+    },
+    prediction=CategoricalProfile.build([0, 1, 1]),
+)
+
+
+def wide(model_id: str, version: str) -> ReferenceProfile | None:
+    """The same wide reference for versions 1 and 2 of churn."""
+    return WIDE if model_id == "churn" and version in ("1", "2") else None
+
+
+def event(
+    pid: str, second: float, features: dict[str, Any], *, region: str | None = "eu", **more: Any
+) -> PredictionEvent:
+    fields: dict[str, Any] = {
+        "prediction_id": pid,
+        "model_id": "churn",
+        "model_version": "1",
+        "timestamp": T0 + timedelta(seconds=second),
+        "features": features,
+        "prediction": 1,
+        "segment": None if region is None else {"region": region},
+    }
+    return PredictionEvent(**(fields | more))
+
+
+def sketches(windows: PartitionWindows, key: WindowKey) -> dict[str, Any]:
+    accumulator = windows.drift[key]
+    assert accumulator.prediction is not None
+    return {**accumulator.features, "prediction": accumulator.prediction}
+
+
+def expected(x: list[Any], plan: list[Any], y: list[Any], predicted: list[Any]) -> dict[str, Any]:
+    """Sketches written out by hand: what each window must hold."""
+    return {
+        "x": empty_sketch(WIDE.features["x"]).update(x),
+        "plan": empty_sketch(WIDE.features["plan"]).update(plan),
+        "y": empty_sketch(WIDE.features["y"]).update(y),
+        "prediction": empty_sketch(WIDE.prediction).update(predicted),  # type: ignore[arg-type]
+    }
+
+
+def key(segment: str, start_s: int, version: str = "1") -> WindowKey:
+    return WindowKey("churn", version, segment, int((T0.timestamp() + start_s) * 1_000_000))
+
+
+def test_every_window_and_segment_of_a_batch_counts_its_own_events() -> None:
+    events = [
+        event("a", 1, {"x": 0.5, "plan": "a", "y": 2.5}),
+        event("b", 2, {"x": -1.0, "plan": "b", "y": "n/a"}),  # a string where y is numeric
+        event("c", 3, {"x": None, "y": None}, region="us"),  # plan missing
+        event("d", 4, {"x": 1.5, "plan": "zz", "y": True}, region=None, prediction=0),
+        event("e", 61, {"x": 2.0, "plan": "c", "y": True}, region="us"),  # a bool: missing
+        event("f", 62, {"x": 0.1, "plan": "a", "y": 4.0}, region="us"),
+        event("g", 63, {"plan": "a"}, model_version="2"),  # other version, same reference
+    ]
+    windows = PartitionWindows(CONFIG, wide)
+    windows.add_predictions(events)
+    # A string or a bool where y is numeric is missing, whatever else the batch holds.
+    want = {
+        key("all", 0): expected([0.5, -1.0, None, 1.5], ["a", "b", None, "zz"],
+                                [2.5, None, None, None], [1, 1, 1, 0]),
+        key("region=eu", 0): expected([0.5, -1.0], ["a", "b"], [2.5, None], [1, 1]),
+        key("region=us", 0): expected([None], [None], [None], [1]),
+        key("region=<none>", 0): expected([1.5], ["zz"], [None], [0]),
+        key("all", 60): expected([2.0, 0.1], ["c", "a"], [None, 4.0], [1, 1]),
+        key("region=us", 60): expected([2.0, 0.1], ["c", "a"], [None, 4.0], [1, 1]),
+        key("all", 60, "2"): expected([None], ["a"], [None], [1]),
+        key("region=eu", 60, "2"): expected([None], ["a"], [None], [1]),
+    }  # fmt: skip
+    assert set(windows.drift) == set(want)
+    for window, sketch in want.items():
+        assert sketches(windows, window) == sketch, window
+        assert windows.predictions_by_window[window] == sketch["prediction"].n_total
+        assert windows.drift[window].predictions == sketch["prediction"].n_total
+    assert windows.watermark_us == key("all", 63).window_start_us
+
+    # One event per batch in time order gives the same windows as one batch.
+    together, one_by_one = PartitionWindows(CONFIG, wide), PartitionWindows(CONFIG, wide)
+    together.add_predictions(events)
+    for single in events:
+        one_by_one.add_predictions([single])
+    assert set(one_by_one.drift) == set(together.drift) == set(want)
+    for window in want:
+        assert sketches(one_by_one, window) == sketches(together, window)
+
+
+def test_predictions_for_closed_windows_are_late_in_every_segment() -> None:
+    windows = PartitionWindows(CONFIG, wide)
+    windows.add_predictions([event("a", 130, {"x": 0.0, "plan": "a", "y": 1.0})])
+    # [0, 60) closed at 70 and [60, 120) at 130: only [120, 180) is open
+    windows.add_predictions(
+        [
+            event("b", 5, {"x": 1.0, "plan": "a", "y": 1.0}, region="us"),
+            event("c", 65, {"x": 1.0, "plan": "a", "y": 1.0}),
+            event("d", 125, {"x": 9.0, "plan": "b", "y": 2.0}, region="us"),
+        ]
+    )
+    assert dict(windows.late) == {
+        key("all", 0): 1,
+        key("region=us", 0): 1,
+        key("all", 60): 1,
+        key("region=eu", 60): 1,
+    }
+    assert sketches(windows, key("all", 120)) == expected(
+        [0.0, 9.0], ["a", "b"], [1.0, 2.0], [1, 1]
+    )
+    assert windows.performance[key("region=us", 0)].predictions == 1
+    assert windows.watermark_us == key("all", 130).window_start_us
+
+
+def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
+    reference = ReferenceProfile(
+        "m",
+        "1",
+        features={"only": NumericProfile.build(rng.normal(0, 1, 500), bins=32)},
+        prediction=NumericProfile.build(rng.normal(0, 1, 500), bins=32),
+    )
+    events = [
+        event("a", 1, {"only": 0.5}, prediction=0.25),
+        event("b", 2, {}, prediction="high"),
+        event("c", 3, {"only": -0.5}, prediction=True),
+    ]
+    columns = FeatureColumns(reference, events)
+    accumulator = DriftAccumulator.empty(reference)
+    accumulator.update_columns(columns, np.array([0, 1]))  # a string: read as missing
+    assert accumulator.prediction == empty_sketch(reference.prediction).update(  # type: ignore[arg-type]
+        [0.25, None]
+    )
+    assert accumulator.features["only"] == empty_sketch(reference.features["only"]).update(
+        [0.5, None]
+    )
+    alone = DriftAccumulator.empty(reference)
+    alone.update_columns(columns, np.array([2]))  # a bool is missing too
+    assert alone.prediction == empty_sketch(reference.prediction).update([None])  # type: ignore[arg-type]
+    whole = DriftAccumulator.empty(reference)
+    whole.update(events)
+    assert whole.predictions == 3
+    assert whole.prediction == empty_sketch(reference.prediction).update(  # type: ignore[arg-type]
+        [0.25, None, None]
+    )
