@@ -495,41 +495,38 @@ class PartitionWindows:
             return
         windowings = self._windowing
         rows_of: dict[tuple[str, str, str, int], list[int]] = {}
-        newest = -(2**63)
+        late_of: dict[tuple[str, str, str, int], int] = {}
+        # Lateness is judged event by event against the watermark as it stood
+        # just before the event (the newest time of every prediction read
+        # before it, in offset order), so it does not depend on how the
+        # messages were batched: a live run and a replay agree.
+        newest = -(2**63) if self.watermark_us is None else self.watermark_us
         for index, event in enumerate(batch):
             model_id = event.model_id
             windowing = windowings.get(model_id) or self._windowing_of(model_id)
             moment = int(event.timestamp.timestamp() * MICROS)
-            newest = max(newest, moment)
             start = moment - moment % windowing.size_us
+            late = newest >= start + windowing.closes_after_us
+            newest = max(newest, moment)
             version = event.model_version
-            identity = (model_id, version, ALL_SEGMENTS, start)
-            rows = rows_of.get(identity)
-            if rows is None:
-                rows_of[identity] = [index]
-            else:
-                rows.append(index)
+            identities = [(model_id, version, ALL_SEGMENTS, start)]
             if windowing.segment_by:
-                identity = (model_id, version, windowing.segment(event.segment), start)
+                identities.append((model_id, version, windowing.segment(event.segment), start))
+            for identity in identities:
+                if late:
+                    late_of[identity] = late_of.get(identity, 0) + 1
+                    continue
                 rows = rows_of.get(identity)
                 if rows is None:
                     rows_of[identity] = [index]
                 else:
                     rows.append(index)
-        watermark = self.watermark_us
-        open_windows: list[tuple[WindowKey, list[int]]] = []
-        for identity, rows in rows_of.items():
+        for identity, count in late_of.items():
             key = WindowKey(*identity)
-            windowing = windowings[key.model_id]
-            if (
-                watermark is not None
-                and watermark >= key.window_start_us + windowing.closes_after_us
-            ):
-                # Too late for drift, still predictions labels may join.
-                self.late[key] += len(rows)
-                self._count_for_performance(windowing.model, key, len(rows))
-            else:
-                open_windows.append((key, rows))
+            # Too late for drift, still predictions labels may join.
+            self.late[key] += count
+            self._count_for_performance(windowings[key.model_id].model, key, count)
+        open_windows = [(WindowKey(*identity), rows) for identity, rows in rows_of.items()]
         columns: dict[tuple[str, str], tuple[FeatureColumns, NDArray[np.intp] | None]] = {}
         for key, rows in open_windows:
             self.predictions_by_window[key] += len(rows)

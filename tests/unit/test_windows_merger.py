@@ -373,6 +373,26 @@ def test_predictions_for_closed_windows_are_late_in_every_segment() -> None:
     assert windows.watermark_us == key("all", 130).window_start_us
 
 
+def test_lateness_does_not_depend_on_how_predictions_were_batched() -> None:
+    # In offset order: 130 closes [0, 60) (closed from 70 on), so the 5 after it
+    # is late, whether the three come in one batch or one at a time.
+    events = [
+        event("a", 1, {"x": 0.0, "plan": "a", "y": 1.0}),
+        event("b", 130, {"x": 1.0, "plan": "a", "y": 1.0}),
+        event("c", 5, {"x": 2.0, "plan": "b", "y": 2.0}),
+    ]
+    together, one_by_one = PartitionWindows(CONFIG, wide), PartitionWindows(CONFIG, wide)
+    together.add_predictions(events)
+    for single in events:
+        one_by_one.add_predictions([single])
+    assert dict(together.late) == dict(one_by_one.late) == {
+        key("all", 0): 1,
+        key("region=eu", 0): 1,
+    }
+    assert sketches(together, key("all", 0)) == sketches(one_by_one, key("all", 0))
+    assert sketches(together, key("all", 0)) == expected([0.0], ["a"], [1.0], [1])
+
+
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
     reference = ReferenceProfile(
         "m",
