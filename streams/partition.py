@@ -169,15 +169,20 @@ class PartitionProcessor:
             batch_ids.add(identity)
             unique_predictions.append(event)
         pairs = []
+        # Labels first: a batch's predictions move the join's watermark, which
+        # expires pending predictions; applied first they could expire ones
+        # whose labels are in this very batch (a backlog read in big batches
+        # would lose joins a live run makes). A label whose prediction comes
+        # later in the batch waits as an orphan and joins when it arrives.
+        if fresh_labels:
+            pairs += self.join.add_labels(
+                labels, label_offsets, next_offset=max(map(_offset_of, fresh_labels)) + 1
+            )
         if fresh_predictions:
             pairs += self.join.add_predictions(
                 predictions,
                 prediction_offsets,
                 next_offset=max(map(_offset_of, fresh_predictions)) + 1,
-            )
-        if fresh_labels:
-            pairs += self.join.add_labels(
-                labels, label_offsets, next_offset=max(map(_offset_of, fresh_labels)) + 1
             )
         self.windows.add_predictions(unique_predictions)
         self.windows.add_pairs(pairs)
