@@ -10,6 +10,7 @@ offset neither loses nor double-counts anything.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from collections import Counter
@@ -196,12 +197,21 @@ class PartitionProcessor:
 
     def _attribute(self, letter: DeadLetter) -> None:
         """Count a dead letter in its model's window when the message says which."""
+        if letter.original_truncated or letter.original_size > self.limits.max_message_bytes:
+            # refused for its size: parsing it is the cost the limit exists to avoid
+            self.unattributed_dead_letters += 1
+            return
+        raw = letter.original_bytes()
         try:
-            document = orjson.loads(letter.original_bytes())
+            try:
+                document = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                # NaN and Infinity literals, which decoding accepts (as missing)
+                document = json.loads(raw)
             model_id = document["model_id"]
             version = document.get("model_version", "")
             moment = datetime.fromisoformat(document["timestamp"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
             self.unattributed_dead_letters += 1
             return
         if (

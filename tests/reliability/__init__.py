@@ -1,0 +1,1 @@
+"""Reliability and security tests: faults, restarts, outages, hostile input, secrets."""
