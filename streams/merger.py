@@ -292,17 +292,35 @@ class WindowMerger:
             slot = self._drift[partial.key] = _DriftSlot(first_seen=self.clock())
         slot.partials[source] = partial
 
+    def _finished(self, key: WindowKey) -> bool:
+        """Whether a window no longer held here is past its label horizon on every partition.
+
+        Partitions keep reporting a window's cumulative counts until they drop
+        it; once the merger has written its final points and forgotten it,
+        such a repeat must not start the window again.
+        """
+        if key in self._drift or key in self._closed or key in self._performance:
+            return False
+        model = self.config.model(key.model_id)
+        if model is None:
+            return False
+        ends = key.window_start_us + int(
+            (model.window.size + model.window.label_horizon).total_seconds() * MICROS
+        )
+        watermarks = self._watermarks.get(key.model_id, {})
+        return len(watermarks) == self.partitions and min(watermarks.values()) >= ends
+
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
         for key, count in late.items():
-            if self._keeps(key, "late count"):
+            if self._keeps(key, "late count") and not self._finished(key):
                 self._late[key][source] = count
                 self._counts_seen.setdefault(key, self.clock())
 
     def add_dead_letters(self, source: int, dead: dict[WindowKey, int]) -> None:
         """Cumulative dead-letter counts of a source partition, by window."""
         for key, count in dead.items():
-            if self._keeps(key, "dead-letter count"):
+            if self._keeps(key, "dead-letter count") and not self._finished(key):
                 self._dead[key][source] = count
                 self._counts_seen.setdefault(key, self.clock())
 
@@ -317,7 +335,9 @@ class WindowMerger:
         slot.partials[source] = partial
         slot.pending = True
 
-    def _ready(self, key: WindowKey, slot: _DriftSlot, now: float) -> bool:
+    def _ready(
+        self, key: WindowKey, slot: _DriftSlot, now: float, *, idle_closes: bool = True
+    ) -> bool:
         model = self._model(key.model_id)
         size = int(model.window.size.total_seconds() * MICROS)
         lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
@@ -331,7 +351,7 @@ class WindowMerger:
                 continue
             heard = self._heard.get(source)
             silent = heard is None or now - heard >= self.idle_timeout_s
-            if silent and now - slot.first_seen >= self.idle_timeout_s:
+            if idle_closes and silent and now - slot.first_seen >= self.idle_timeout_s:
                 continue
             return False
         return True
@@ -390,7 +410,14 @@ class WindowMerger:
                 if emitted is None or emitted == counts:
                     continue
                 on_time = self._closed[key][0]
-            elif self._ready(key, _DriftSlot(first_seen=self._counts_seen[key]), now):
+            elif self._ready(
+                # Every partition must have passed it: a silent partition may
+                # still hold the window open and send its drift partial later.
+                key,
+                _DriftSlot(first_seen=self._counts_seen[key]),
+                now,
+                idle_closes=False,
+            ):
                 on_time = 0
                 self._closed[key] = (0, frozenset())
             else:

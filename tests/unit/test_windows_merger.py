@@ -385,10 +385,14 @@ def test_lateness_does_not_depend_on_how_predictions_were_batched() -> None:
     together.add_predictions(events)
     for single in events:
         one_by_one.add_predictions([single])
-    assert dict(together.late) == dict(one_by_one.late) == {
-        key("all", 0): 1,
-        key("region=eu", 0): 1,
-    }
+    assert (
+        dict(together.late)
+        == dict(one_by_one.late)
+        == {
+            key("all", 0): 1,
+            key("region=eu", 0): 1,
+        }
+    )
     assert sketches(together, key("all", 0)) == sketches(one_by_one, key("all", 0))
     assert sketches(together, key("all", 0)) == expected([0.0], ["a"], [1.0], [1])
 
