@@ -210,6 +210,9 @@ class PartitionProcessor:
                 document = json.loads(raw)
             model_id = document["model_id"]
             version = document.get("model_version", "")
+            # json.loads keeps lone surrogates (\udXXX escapes) that decoding
+            # refuses; a version that is not Unicode cannot name a window.
+            version.encode("utf-8")
             moment = datetime.fromisoformat(document["timestamp"])
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
             self.unattributed_dead_letters += 1

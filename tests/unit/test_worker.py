@@ -151,3 +151,25 @@ def test_a_full_sink_holds_windows_back_instead_of_failing(tmp_path: Path) -> No
     worker.flush()
     lines = (tmp_path / "later.lp").read_text()
     assert any(p.measurement == "volume" for p in parse_line_protocol(lines))
+
+
+def test_a_refused_message_with_a_lone_surrogate_and_nan_does_not_stop_the_batch(
+    tmp_path: Path,
+) -> None:
+    worker = make_worker(tmp_path)
+    # NaN makes orjson refuse the dead letter's original, and the fallback
+    # parser keeps the lone surrogate of the version: it must not name a window.
+    hostile = (
+        b'{"prediction_id": "h", "model_id": "churn", "model_version": "\\ud800",'
+        b' "timestamp": "2026-11-23T10:00:00Z", "features": {"x": NaN}, "prediction": 1}'
+    )
+    messages = [
+        RawMessage("p", 0, 0, b"a0", prediction("a0", 0, 0.1)),
+        RawMessage("p", 0, 1, b"h", hostile),
+        RawMessage("p", 0, 2, b"a1", prediction("a1", 1, 0.1)),
+    ]
+    dead, partials = worker.ingest(messages)
+    assert len(dead) == 1
+    assert orjson.loads(dead[0])["source_offset"] == 1
+    assert partials  # encoded without error
+    assert worker.processors[0].unattributed_dead_letters == 1
