@@ -1094,7 +1094,9 @@ def vm_export(
     if status != 200:
         raise RuntimeError(f"export from {url} answered {status}: {body[:500]!r}")
     series = []
-    for line in body.decode("utf-8").splitlines():
+    # One JSON document per "\n"; splitlines() would also cut at U+2028,
+    # U+0085 and the like, which tag values may hold unescaped.
+    for line in body.decode("utf-8").split("\n"):
         if line.strip():
             item = json.loads(line)
             series.append(
