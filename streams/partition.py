@@ -210,7 +210,7 @@ class PartitionProcessor:
                 document = json.loads(raw)
             model_id = document["model_id"]
             version = document.get("model_version", "")
-            # json.loads keeps lone surrogates (\udXXX escapes) that decoding
+            # json.loads keeps lone surrogates (escapes such as \ud800) that decoding
             # refuses; a version that is not Unicode cannot name a window.
             version.encode("utf-8")
             moment = datetime.fromisoformat(document["timestamp"])
