@@ -395,12 +395,14 @@ class Worker:
                 for name, value in asdict(counters).items():
                     totals[name] = totals.get(name, 0) + value
             log.info(
-                "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d",
+                "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d; "
+                "messages of forgotten windows: %d",
                 partition,
                 ", ".join(f"{name}={value}" for name, value in totals.items()),
                 processor.unattributed_dead_letters,
                 processor.join.pending_count,
                 processor.join.orphan_count,
+                processor.windows.past_retention,
             )
             if processor.dead_letter_reasons:
                 log.info(
@@ -410,6 +412,15 @@ class Worker:
                         f"{reason}={count}"
                         for reason, count in processor.dead_letter_reasons.most_common()
                     ),
+                )
+        for partition, merger in sorted(self.mergers.items()):
+            if merger.ignored_partials or merger.dropped_windows:
+                log.info(
+                    "merger %d: partials of settled or forgotten windows ignored %d, "
+                    "of windows outside line protocol's times dropped %d",
+                    partition,
+                    merger.ignored_partials,
+                    merger.dropped_windows,
                 )
         for loop in self.loops:
             log.info(

@@ -17,6 +17,16 @@ A window that had only late predictions or only refused messages (no drift
 partial) gets a volume point too, once it is closed the same way: predictions 0
 and its counts, written again when those counts change.
 
+A window settles when its performance is final on every partition. The merger
+then keeps its on-time count, labels and late/dead-letter counts until the
+window is forgotten (:func:`~streams.windows.forgotten_after_us`, by the
+slowest partition's watermark): a prediction or refused message arriving for
+it in the meantime rewrites its volume point with the full counts, and a
+replayed drift or performance partial of it (a partition resuming from a
+checkpoint taken before the window settled) is ignored instead of overwriting
+the final points with a part of the data. Partials of a forgotten window are
+ignored too.
+
 A window whose start line protocol cannot carry (before 1677-09-21 or after
 2262-04-11, int64 nanoseconds) is dropped with a counted, rate-limited warning
 whenever one of its partials arrives or is restored: its points could not be
@@ -53,12 +63,16 @@ from streams.windows import (
     PerformancePartial,
     ReferenceLoader,
     WindowKey,
+    forgotten_after_us,
 )
 
 log = logging.getLogger(__name__)
 
 DROP_WARNING_INTERVAL_S = 60.0
 """Least time between two warnings about windows dropped for their start time."""
+
+FORGET_INTERVAL_S = 1.0
+"""Least time between two sweeps for evaluated windows past retention."""
 
 
 def window_start(key: WindowKey) -> datetime:
@@ -140,6 +154,11 @@ class WindowMerger:
         self._observations: list[WindowObservation] = []
         self._counts_seen: dict[WindowKey, float] = {}
         self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
+        self._settled: dict[WindowKey, int] = {}
+        """Windows whose performance is final, with their labels joined."""
+        self._forgot_at = -1e18
+        self.ignored_partials = 0
+        """Partials of settled or forgotten windows, ignored (replays after a restart)."""
         self.dropped_windows = 0
         """Partials dropped because their window starts outside line protocol's times."""
         self._dropped_unreported = 0
@@ -204,6 +223,7 @@ class WindowMerger:
                 for key, (predictions, sources) in self._closed.items()
             ],
             "watermarks": {model: list(marks.items()) for model, marks in self._watermarks.items()},
+            "settled": [[key.encode(), labels] for key, labels in self._settled.items()],
         }
 
     def restore(self, document: dict[str, Any]) -> None:
@@ -245,6 +265,11 @@ class WindowMerger:
             key = WindowKey.decode(raw_key)
             if self._keeps(key, "restored closed window"):
                 self._closed[key] = (int(predictions), frozenset(int(s) for s in sources))
+        self._settled = {}
+        for raw_key, labels in document.get("settled", []):
+            key = WindowKey.decode(raw_key)
+            if self._keeps(key, "restored settled window"):
+                self._settled[key] = int(labels)
         self._counts_seen = dict.fromkeys(self._late.keys() | self._dead.keys(), now)
         # the counts of a closed window were written before the checkpoint
         self._counts_emitted = {
@@ -274,6 +299,9 @@ class WindowMerger:
         self._heard[source] = self.clock()
         if not self._keeps(partial.key, "drift partial"):
             return
+        if self._forgotten(partial.key):
+            self.ignored_partials += 1
+            return
         closed = self._closed.get(partial.key)
         if closed is not None and source in closed[1]:
             return  # a replay of a partial already evaluated
@@ -292,35 +320,41 @@ class WindowMerger:
             slot = self._drift[partial.key] = _DriftSlot(first_seen=self.clock())
         slot.partials[source] = partial
 
-    def _finished(self, key: WindowKey) -> bool:
-        """Whether a window no longer held here is past its label horizon on every partition.
+    def _forgotten(self, key: WindowKey) -> bool:
+        """Whether a window no longer held here is past retention on every partition.
 
-        Partitions keep reporting a window's cumulative counts until they drop
-        it; once the merger has written its final points and forgotten it,
-        such a repeat must not start the window again.
+        Partitions keep reporting a window's cumulative counts until they
+        forget it too; such a repeat must not start the window again.
         """
-        if key in self._drift or key in self._closed or key in self._performance:
+        if (
+            key in self._drift
+            or key in self._closed
+            or key in self._performance
+            or key in self._settled
+        ):
             return False
         model = self.config.model(key.model_id)
-        if model is None:
-            return False
-        ends = key.window_start_us + int(
-            (model.window.size + model.window.label_horizon).total_seconds() * MICROS
-        )
+        return model is not None and self._past(key, model, forgotten_after_us(model))
+
+    def _past(self, key: WindowKey, model: ModelConfig, after_us: int) -> bool:
+        """Whether every partition's watermark reached ``after_us`` from the window's start."""
         watermarks = self._watermarks.get(key.model_id, {})
-        return len(watermarks) == self.partitions and min(watermarks.values()) >= ends
+        return (
+            len(watermarks) == self.partitions
+            and min(watermarks.values()) >= key.window_start_us + after_us
+        )
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
         for key, count in late.items():
-            if self._keeps(key, "late count") and not self._finished(key):
+            if self._keeps(key, "late count") and not self._forgotten(key):
                 self._late[key][source] = count
                 self._counts_seen.setdefault(key, self.clock())
 
     def add_dead_letters(self, source: int, dead: dict[WindowKey, int]) -> None:
         """Cumulative dead-letter counts of a source partition, by window."""
         for key, count in dead.items():
-            if self._keeps(key, "dead-letter count") and not self._finished(key):
+            if self._keeps(key, "dead-letter count") and not self._forgotten(key):
                 self._dead[key][source] = count
                 self._counts_seen.setdefault(key, self.clock())
 
@@ -328,6 +362,9 @@ class WindowMerger:
         """A cumulative performance window of a source partition."""
         self._heard[source] = self.clock()
         if not self._keeps(partial.key, "performance partial"):
+            return
+        if partial.key in self._settled or self._forgotten(partial.key):
+            self.ignored_partials += 1
             return
         slot = self._performance.get(partial.key)
         if slot is None:
@@ -381,14 +418,30 @@ class WindowMerger:
                     with_volume.add(key)
                     self._record_counts(key)
             if final:
+                self._settled[key] = self._merged_performance(model, slot).n_labelled
                 self._performance.pop(key)
-                self._closed.pop(key, None)
-                self._late.pop(key, None)
-                self._dead.pop(key, None)
-                self._counts_seen.pop(key, None)
-                self._counts_emitted.pop(key, None)
         output.extend(self._evaluate_counts_only(now, with_volume))
+        if now - self._forgot_at >= FORGET_INTERVAL_S:
+            self._forgot_at = now
+            self._forget_old_windows()
         return output
+
+    def _forget_old_windows(self) -> None:
+        """Drop what is kept of evaluated windows once every partition is past retention."""
+        held = self._closed.keys() | self._settled.keys()
+        for key in [k for k in held if k not in self._drift and k not in self._performance]:
+            model = self.config.model(key.model_id)
+            if model is not None and not self._past(key, model, forgotten_after_us(model)):
+                continue
+            for kept in (
+                self._closed,
+                self._settled,
+                self._late,
+                self._dead,
+                self._counts_seen,
+                self._counts_emitted,
+            ):
+                kept.pop(key, None)
 
     def _counts(self, key: WindowKey) -> tuple[int, int]:
         return sum(self._late.get(key, {}).values()), sum(self._dead.get(key, {}).values())
@@ -548,7 +601,7 @@ class WindowMerger:
         late = sum(self._late.get(key, {}).values())
         slot = self._performance.get(key)
         if labels is None:
-            labels = 0
+            labels = self._settled.get(key, 0)
             if slot is not None and slot.partials:
                 labels = self._merged_performance(self._model(key.model_id), slot).n_labelled
         return points.volume(

@@ -399,10 +399,35 @@ _SEGMENT_KEYS_KEPT = 4096
 """Segment keys remembered per model (the combinations of values seen most recently)."""
 
 
+def forgotten_after_us(model: ModelConfig) -> int:
+    """How long after its start a window's late and dead-letter counts are kept.
+
+    A window settles (its performance is final) once the watermark passes its
+    end plus the label horizon. Predictions and refused messages of a settled
+    window still count in its volume point for one more label horizon (at
+    least one window plus the allowed lateness); then the window is forgotten
+    by partitions and merger alike, and a prediction for it only counts in
+    ``past_retention``.
+    """
+    size = int(model.window.size.total_seconds() * MICROS)
+    lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
+    horizon = int(model.window.label_horizon.total_seconds() * MICROS)
+    return size + horizon + max(horizon, size + lateness)
+
+
 class _Windowing:
     """What a model's configuration says about its windows, in integer microseconds."""
 
-    __slots__ = ("_segments", "closes_after_us", "horizon_us", "model", "segment_by", "size_us")
+    __slots__ = (
+        "_segments",
+        "closes_after_us",
+        "forgotten_after_us",
+        "horizon_us",
+        "model",
+        "segment_by",
+        "settles_after_us",
+        "size_us",
+    )
 
     def __init__(self, model: ModelConfig) -> None:
         self.model = model
@@ -410,6 +435,8 @@ class _Windowing:
         lateness_us = int(model.window.allowed_lateness.total_seconds() * MICROS)
         self.closes_after_us = self.size_us + lateness_us
         self.horizon_us = int(model.window.label_horizon.total_seconds() * MICROS)
+        self.settles_after_us = self.size_us + self.horizon_us
+        self.forgotten_after_us = forgotten_after_us(model)
         self.segment_by = tuple(model.segment_by or ())
         self._segments: dict[str | tuple[str | None, ...] | None, str] = {}
 
@@ -451,6 +478,10 @@ class PartitionWindows:
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
         self._windowing: dict[str, _Windowing] = {}
+        self.join_watermark_us: int | None = None
+        """The join's watermark at the last :meth:`collect`: windows it settled take no labels."""
+        self.past_retention = 0
+        """Predictions and refused messages of windows already forgotten (counted nowhere else)."""
 
     def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
         """The reference profile of a model version (cached)."""
@@ -523,9 +554,16 @@ class PartitionWindows:
                     rows.append(index)
         for identity, count in late_of.items():
             key = WindowKey(*identity)
-            # Too late for drift, still predictions labels may join.
+            windowing = windowings[key.model_id]
+            if self._passed(key, windowing.forgotten_after_us):
+                if key.segment == ALL_SEGMENTS:
+                    self.past_retention += count
+                continue
+            # Too late for drift; still predictions that labels may join, unless
+            # the window's performance is already final.
             self.late[key] += count
-            self._count_for_performance(windowings[key.model_id].model, key, count)
+            if not self._passed(key, windowing.settles_after_us):
+                self._count_for_performance(windowing.model, key, count)
         open_windows = [(WindowKey(*identity), rows) for identity, rows in rows_of.items()]
         columns: dict[tuple[str, str], tuple[FeatureColumns, NDArray[np.intp] | None]] = {}
         for key, rows in open_windows:
@@ -576,15 +614,23 @@ class PartitionWindows:
 
     def count_dead_letter(self, model_id: str, model_version: str, moment_us: int) -> None:
         """Count a refused message in the volume of its window (``all`` segment)."""
-        model = self.config.model(model_id)
-        if model is None:
+        if self.config.model(model_id) is None:
             return
-        size = int(model.window.size.total_seconds() * MICROS)
-        key = WindowKey(model_id, model_version, ALL_SEGMENTS, moment_us - moment_us % size)
+        windowing = self._windowing_of(model_id)
+        start = moment_us - moment_us % windowing.size_us
+        key = WindowKey(model_id, model_version, ALL_SEGMENTS, start)
+        if self._passed(key, windowing.forgotten_after_us):
+            self.past_retention += 1
+            return
         self.dead_letters[key] += 1
         self._dirty.add(key)
-        if key not in self.performance:
-            self.performance[key] = PerformanceAccumulator(new_stats(model))
+        if key not in self.performance and not self._passed(key, windowing.settles_after_us):
+            self.performance[key] = PerformanceAccumulator(new_stats(windowing.model))
+
+    def _passed(self, key: WindowKey, after_us: int) -> bool:
+        """Whether the join's watermark is strictly past ``after_us`` from the window's start."""
+        watermark = self.join_watermark_us
+        return watermark is not None and watermark > key.window_start_us + after_us
 
     def _count_for_performance(self, model: ModelConfig, key: WindowKey, count: int) -> None:
         perf = self.performance.get(key)
@@ -631,6 +677,8 @@ class PartitionWindows:
         call (or whose horizon passed, as final) are handed out cumulatively.
         """
         output = WindowOutput()
+        if join_watermark_us is not None:
+            self.join_watermark_us = join_watermark_us
         closed = [
             key
             for key in self.predictions_by_window
@@ -646,19 +694,21 @@ class PartitionWindows:
         if self.dead_letters:
             output.dead_letters = dict(self.dead_letters)
         for key in list(self.performance):
-            windowing = self._windowing_of(key.model_id)
-            final = (
-                join_watermark_us is not None
-                and join_watermark_us
-                > key.window_start_us + windowing.size_us + windowing.horizon_us
-            )
+            final = self._passed(key, self._windowing_of(key.model_id).settles_after_us)
             if final or key in self._dirty:
                 perf = self.performance[key]
                 output.performance.append(PerformancePartial(key, perf.to_bytes(), final))
                 if final:
                     self.performance.pop(key)
-                    self.late.pop(key, None)
-                    self.dead_letters.pop(key, None)
+        # Counts stay cumulative after the window settled (a prediction may still
+        # come late), until the window is forgotten; the merger forgets it then too.
+        for counts in (self.late, self.dead_letters):
+            for key in [
+                k
+                for k in counts
+                if self._passed(k, self._windowing_of(k.model_id).forgotten_after_us)
+            ]:
+                del counts[key]
         self._dirty.clear()
         return output
 
@@ -673,6 +723,8 @@ class PartitionWindows:
             ],
             "late": [[key.encode(), n] for key, n in self.late.items()],
             "dead": [[key.encode(), n] for key, n in self.dead_letters.items()],
+            "join_watermark": self.join_watermark_us,
+            "past_retention": self.past_retention,
         }
 
     def restore(self, document: Mapping[str, Any]) -> None:
@@ -697,3 +749,5 @@ class PartitionWindows:
         self.dead_letters = defaultdict(
             int, {WindowKey.decode(k): int(n) for k, n in document.get("dead", [])}
         )
+        self.join_watermark_us = document.get("join_watermark")
+        self.past_retention = int(document.get("past_retention", 0))

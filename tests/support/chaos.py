@@ -1057,19 +1057,25 @@ def store_differences(
 ) -> list[str]:
     """Final values that VictoriaMetrics does not hold (numeric fields; it keeps no strings)."""
     stored: dict[tuple[str, tuple[tuple[str, str], ...], int], list[float]] = defaultdict(list)
+    scale: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
     for found in vm_export(vm_url, '{__name__=~".+"}', start=0):
         labels = tuple(sorted((k, v) for k, v in found.metric.items() if k != "__name__"))
         for moment, value in found.points():
             stored[(found.metric["__name__"], labels, moment)].append(value)
+            series = (found.metric["__name__"], labels)
+            scale[series] = max(scale[series], abs(value))
     missing: list[str] = []
     for (measurement, tags, time_ns), fields in state.items():
         for name, value in fields.items():
             if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
                 continue
             values = stored.get((f"{measurement}_{name}", tags, time_ns // 1_000_000), [])
-            # VictoriaMetrics keeps 12 significant digits.
+            # VictoriaMetrics keeps 12 significant digits of the largest value
+            # stored near it in the series (a p-value of 1e-71 beside 0.5 reads 0).
+            tolerance = 1e-11 * scale[(f"{measurement}_{name}", tags)]
             if not any(
-                math.isclose(float(value), v, rel_tol=1e-11, abs_tol=1e-300) for v in values
+                math.isclose(float(value), v, rel_tol=1e-11, abs_tol=max(tolerance, 1e-300))
+                for v in values
             ):
                 missing.append(
                     f"{measurement}_{name}{dict(tags)} @{time_ns}: {value} not in {values}"

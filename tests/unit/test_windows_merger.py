@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -220,6 +221,106 @@ def test_checkpoints_restore_partition_and_merger_state() -> None:
     assert sorted(p.to_line_protocol() for p in merger.evaluate()) == sorted(
         p.to_line_protocol() for p in merger_copy.evaluate()
     )
+
+
+def feed_split(merger: WindowMerger, part: Partition, messages: list[RawMessage]) -> list[Point]:
+    """Like :func:`feed`, with the merger evaluating between the window partials and
+    the watermark message (they can arrive in two reads of the partials topic)."""
+    result = part.processor.process(messages, now=T0 + timedelta(days=1))
+    for drift in result.windows.drift:
+        merger.add_drift(part.number, drift)
+    for perf in result.windows.performance:
+        merger.add_performance(part.number, perf)
+    found = merger.evaluate()
+    merger.add_late(part.number, result.windows.late)
+    merger.add_dead_letters(part.number, result.windows.dead_letters)
+    merger.add_watermark(part.number, "churn", result.watermark_us)
+    return found + merger.evaluate()
+
+
+ALL_0 = (("model_id", "churn"), ("model_version", "1"), ("segment", "all"))
+
+
+def window_0(found: list[Point], measurement: str) -> list[dict[str, Any]]:
+    """Fields of every ``measurement`` point of the ``all`` window at 0 s, in write order."""
+    start = T0.timestamp() * 1_000_000_000
+    return [
+        dict(p.fields)
+        for p in found
+        if p.measurement == measurement and set(ALL_0) <= set(p.tags) and p.time_ns == start
+    ]
+
+
+def test_a_settled_window_keeps_its_counts_until_forgotten_and_ignores_replays() -> None:
+    # size 60 s, lateness 10 s, horizon 600 s: [0, 60) settles once the join's
+    # watermark passes 660 s and is forgotten past 660 + 600 s.
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    first, second = Partition(0), Partition(1)
+    written: list[Point] = []
+
+    def step(
+        part: Partition, predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()
+    ) -> None:
+        clock[0] += 5.0
+        batch = part.messages("p", list(predictions)) + part.messages("l", list(labels))
+        written.extend(feed_split(merger, part, batch))
+
+    def last_volume() -> tuple[int, int, int]:
+        final = window_0(written, "volume")[-1]
+        return final["predictions"], final["late_predictions"], final["labels"]
+
+    step(first, [prediction(f"a{i}", i, 0.1 * i) for i in range(4)])
+    step(second, [prediction(f"b{i}", i, 0.2 * i) for i in range(2)])
+    step(first, labels=[label("a0", 30, 1), label("a1", 31, 1)])
+    step(first, [prediction("c", 80, 0.0), prediction("late-1", 5, 0.0)])
+    step(second, [prediction("d", 80, 0.0)])
+    before_settling = first.processor.to_bytes()
+    # Both partitions' join watermarks pass 660 s; the first one's in a batch
+    # whose watermark message is read after the merger settled the window.
+    step(second, [prediction("e1", 700, 0.0)])
+    step(second, labels=[label("e1", 701, 0)])
+    step(first, [prediction("e0", 700, 0.0)], [label("e0", 701, 0)])
+    # 4 + 2 on time, one late, two labels (a0, a1), whatever the partials' split
+    assert last_volume() == (6, 1, 2)
+    performance = window_0(written, "model_performance")
+    assert performance[-1]["is_final"] is True and performance[-1]["n_labelled"] == 2
+
+    # A prediction for the settled window: its volume is written again, in full.
+    written.clear()
+    step(first, [prediction("late-2", 7, 0.0)])
+    assert len(window_0(written, "volume")) == 1 and last_volume() == (6, 2, 2)
+    assert window_0(written, "model_performance") == []
+
+    # A partition resuming from a checkpoint taken before the window settled
+    # replays its partials: they leave the final points alone.
+    written.clear()
+    ignored = merger.ignored_partials
+    first = Partition(0)
+    first.processor.restore(before_settling)
+    first.offsets = {"p": 6, "l": 2}  # where the checkpoint stood
+    step(first, [prediction("e0", 700, 0.0)], [label("e0", 701, 0)])
+    step(first, [prediction("late-2", 7, 0.0)])
+    assert merger.ignored_partials > ignored
+    assert window_0(written, "model_performance") == []
+    assert last_volume() == (6, 2, 2)  # counts replace, never add up
+
+    # Past retention on every partition the window is forgotten.
+    for part in (first, second):
+        step(part, [prediction(f"f{part.number}", 1300, 0.0)], [label(f"f{part.number}", 1301, 0)])
+        step(part, [prediction(f"g{part.number}", 1310, 0.0)])
+    written.clear()
+    step(first, [prediction("late-3", 9, 0.0)])
+    assert window_0(written, "volume") == []
+    assert first.processor.windows.past_retention == 1
+    snapshot = merger.snapshot()
+    held = [
+        WindowKey.decode(entry[0]).window_start_us
+        for section in ("drift", "performance", "late", "dead", "closed", "settled")
+        for entry in snapshot[section]
+    ]
+    assert held and int(T0.timestamp() * 1_000_000) not in held  # any segment
+    assert key("all", 0) not in first.processor.windows.late
 
 
 def test_events_of_unmonitored_models_and_far_future_are_dead_letters() -> None:
