@@ -83,6 +83,22 @@ class DriftlineSettings(BaseSettings):
     influx_token: SecretStr = SecretStr("")
     influx_org: str = "driftline"
     influx_bucket: str = "driftline"
+    sink_max_buffered_points: int = Field(
+        default=100_000,
+        ge=1,
+        description=(
+            "Most points a worker keeps waiting while the store does not take them; from "
+            "half of it on, windows are held back in the mergers."
+        ),
+    )
+    notify_max_queued: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Most chat notifications waiting to be sent; beyond that the oldest is dropped "
+            "and counted."
+        ),
+    )
 
     data_dir: Path = Path("./driftline-data")
 

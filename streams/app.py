@@ -45,7 +45,7 @@ from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
 from streams.partition import PartitionProcessor, write_atomically
 from streams.points import Point, parse_line_protocol
-from streams.sink import BufferedSink, SinkError, make_sink
+from streams.sink import BufferedSink, SinkBackpressure, SinkError, make_sink
 from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,22 @@ class Worker:
         self.mergers: dict[int, WindowMerger] = {}
         self.engines: dict[int, AlertEngine] = {}
         self.sink = sink or make_sink(settings)
-        self.notifier = Notifier({name: channel.urls for name, channel in config.channels.items()})
+        self.notifier = Notifier(
+            {name: channel.urls for name, channel in config.channels.items()},
+            max_queued=settings.notify_max_queued,
+        )
         self.loops: list[BatchConsumer] = []
         # Points a merger released that the store has not confirmed, by partials
         # partition, numbered: saved with the merger's checkpoint so a crash
         # while the store is down loses none of them.
         self.unflushed: dict[int, list[tuple[int, str]]] = defaultdict(list)
         self._sequence = 0
+        # Released points the sink's bounded buffer had no room for yet, in
+        # order; moved into it as flushes make room (one evaluation can
+        # release more windows than the buffer holds, after an outage).
+        self._overflow: list[tuple[int, Point]] = []
+        self._added_up_to = 0
+        """Sequence number of the last point handed to the sink."""
         self.flush_wanted = asyncio.Event()
         self.held_back = 0
         self.dead_letters_unsent = 0
@@ -449,19 +458,34 @@ class Worker:
     def _add_points(self, partition: int, ready: list[Point]) -> None:
         if not ready:
             return
-        self.sink.add(ready)
         for point in ready:
             self._sequence += 1
             self.unflushed[partition].append((self._sequence, point.to_line_protocol()))
-        self.flush_wanted.set()
+            self._overflow.append((self._sequence, point))
+        self.offer()
+
+    def offer(self) -> None:
+        """Move released points into the sink's buffer, as many as it has room for."""
+        while self._overflow:
+            room = self.sink.max_buffered_points - self.sink.pending
+            if room <= 0:
+                break
+            batch = self._overflow[:room]
+            try:
+                self.sink.add([point for _, point in batch])
+            except SinkBackpressure:  # pending only shrinks meanwhile; kept for safety
+                break
+            del self._overflow[: len(batch)]
+            self._added_up_to = batch[-1][0]
+            self.flush_wanted.set()
 
     def backpressure(self) -> bool:
         """Whether the sink's buffer is past half its bound (the store is not keeping up)."""
-        return self.sink.pending >= self.sink.max_buffered_points // 2
+        return bool(self._overflow) or self.sink.pending >= self.sink.max_buffered_points // 2
 
     def flush(self) -> None:
         """Write the buffered points (blocking; the app runs it in a thread)."""
-        written_up_to = self._sequence
+        written_up_to = self._added_up_to
         self.sink.flush()
         for partition, entries in list(self.unflushed.items()):
             self.unflushed[partition] = [e for e in entries if e[0] > written_up_to]
@@ -476,6 +500,7 @@ class Worker:
         bounded and loses nothing.
         """
         outbox = Outbox()
+        self.offer()
         if self.backpressure():
             self.held_back += 1
             now = time.monotonic()
@@ -484,7 +509,7 @@ class Worker:
                 log.warning(
                     "back-pressure: %d points wait for %s (%s); windows are held until it "
                     "accepts them",
-                    self.sink.pending,
+                    self.sink.pending + len(self._overflow),
                     self.sink.target,
                     self.sink.last_failure or "slow",
                 )
@@ -711,6 +736,8 @@ def build_app(
                 log.error("writing points failed, they stay buffered: %s", exc)
                 worker.flush_wanted.set()
                 await asyncio.sleep(1.0)
+            else:
+                worker.offer()  # points held for room go next, not a tick later
 
     async def report() -> None:
         worker.log_counters()
@@ -730,6 +757,7 @@ def build_app(
             await worker.notifier.drain(5.0)
         except TimeoutError:
             log.error("%d chat notifications not sent at shutdown", worker.notifier.queued)
+        worker.log_counters()  # the final counters, as the minute line has them
 
     app.on_before_shutdown.connect(stop_loops)
     app.task(ingest)

@@ -846,9 +846,11 @@ def make_sink(settings: DriftlineSettings, **options: Any) -> BufferedSink:
     Parameters
     ----------
     settings
-        Process settings (``DRIFTLINE_INFLUX_*``, ``DRIFTLINE_DATA_DIR``).
+        Process settings (``DRIFTLINE_INFLUX_*``, ``DRIFTLINE_DATA_DIR``,
+        ``DRIFTLINE_SINK_MAX_BUFFERED_POINTS``).
     **options
-        Passed to the sink's constructor (``max_buffered_points``, ``chunk_size``, …).
+        Passed to the sink's constructor (``max_buffered_points``, ``chunk_size``, …);
+        ``max_buffered_points`` given here wins over the setting.
 
     Returns
     -------
@@ -856,6 +858,7 @@ def make_sink(settings: DriftlineSettings, **options: Any) -> BufferedSink:
         An :class:`InfluxSink` or a :class:`FileSink` on
         ``settings.data_dir / "metrics.lp"``.
     """
+    options.setdefault("max_buffered_points", settings.sink_max_buffered_points)
     if settings.influx_url:
         return InfluxSink.from_settings(settings, **options)
     return FileSink(settings.data_dir / METRICS_FILE_NAME, **options)

@@ -76,7 +76,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -321,6 +321,8 @@ class ServerProcess:
         self.endpoint = endpoint
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
+        self.probe: Callable[[], bool] | None = None
+        """Readiness probe :meth:`restart` waits on (set by the ``start_*`` helpers)."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -467,6 +469,36 @@ class ServerProcess:
                 _RUNNING.discard(self)
         return proc.returncode
 
+    def restart(self, timeout: float = DEFAULT_START_TIMEOUT) -> float:
+        """Stop the process if it runs, then start the same command line again.
+
+        The new process has the same argv (port, storage directory) and appends
+        to the same log, so a server with on-disk storage comes back with its
+        data. Used to simulate an outage of a store.
+
+        Parameters
+        ----------
+        timeout
+            Readiness deadline in seconds.
+
+        Returns
+        -------
+        float
+            Seconds it took to become ready.
+
+        Raises
+        ------
+        ServerStartError
+            With the log tail, when it does not come back (its port taken meanwhile,
+            say).
+        """
+        if self.probe is None:
+            raise RuntimeError(f"{self.name}: no readiness probe to restart with")
+        self.stop()
+        self._proc = None
+        self.start()
+        return self.wait_until_ready(self.probe, timeout=timeout)
+
     def __enter__(self) -> ServerProcess:
         return self
 
@@ -498,9 +530,10 @@ def _launch(
         server = ServerProcess(
             name, argv, data_dir / f"{name}-{attempt}.log", endpoint, env=env, cwd=data_dir
         )
+        server.probe = probe_for(endpoint)
         server.start()
         try:
-            server.wait_until_ready(probe_for(endpoint), timeout=timeout)
+            server.wait_until_ready(server.probe, timeout=timeout)
         except ServerStartError as exc:
             server.stop()
             error = exc
@@ -1375,6 +1408,8 @@ class RecordedRequest:
         Raw body.
     json
         The body parsed as JSON, None when it is not JSON.
+    status
+        The HTTP status the receiver answered it with.
     """
 
     method: str
@@ -1383,6 +1418,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     json: Any = field(default=None)
+    status: int = 200
 
     def header(self, name: str) -> str | None:
         """Return a header value by case-insensitive name, None when absent."""
@@ -1501,7 +1537,7 @@ class ChatReceiver:
 
     def _record(self, request: RecordedRequest) -> tuple[int, bytes]:
         with self._cond:
-            self._requests.append(request)
+            self._requests.append(replace(request, status=self._status))
             self._cond.notify_all()
             return self._status, self._response_body
 
