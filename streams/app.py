@@ -753,10 +753,9 @@ def build_app(
                 log.error("points not written at shutdown (kept in the checkpoints): %s", exc)
         for partition in list(worker.mergers):
             worker.checkpoint_merger(partition)
-        try:
-            await worker.notifier.drain(5.0)
-        except TimeoutError:
-            log.error("%d chat notifications not sent at shutdown", worker.notifier.queued)
+        abandoned = await worker.notifier.close(5.0)
+        if abandoned:
+            log.error("%d chat notifications not sent at shutdown", abandoned)
         worker.log_counters()  # the final counters, as the minute line has them
 
     app.on_before_shutdown.connect(stop_loops)

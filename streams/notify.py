@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class NotifierStats:
     failed: int = 0
     retries: int = 0
     dropped: int = 0
+    abandoned: int = 0
+    """Queued or being sent when the worker stopped (one being sent may still arrive)."""
 
 
 def describe_target(channel: str, index: int, url: SecretStr) -> str:
@@ -139,8 +142,15 @@ class Notifier:
     max_delay_s: float = 8.0
     send: Sender = apprise_send
     stats: NotifierStats = field(default_factory=NotifierStats)
+    drop_warning_interval_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
     _queue: deque[OutgoingNotification] = field(default_factory=deque)
     _wakeup: asyncio.Event | None = None
+    _in_flight: int = 0
+    _task: asyncio.Task[None] | None = None
+    _closing: bool = False
+    _drops_unreported: int = 0
+    _drop_warned_at: float | None = None
 
     def __post_init__(self) -> None:
         protect_logs(self.channels)
@@ -154,12 +164,22 @@ class Notifier:
         if len(self._queue) >= self.max_queued:
             dropped = self._queue.popleft()
             self.stats.dropped += 1
-            log.warning(
-                "notification queue full (%d): dropped the oldest, for channel %s: %s",
-                self.max_queued,
-                dropped.channel,
-                dropped.title,
-            )
+            self._drops_unreported += 1
+            now = self.clock()
+            last = self._drop_warned_at
+            if last is None or now - last >= self.drop_warning_interval_s:
+                # one line per interval, not one per notification, in a long outage
+                log.warning(
+                    "notification queue full (%d): dropped the oldest %d since the last such "
+                    "warning (%d in all); latest for channel %s: %s",
+                    self.max_queued,
+                    self._drops_unreported,
+                    self.stats.dropped,
+                    dropped.channel,
+                    dropped.title,
+                )
+                self._drops_unreported = 0
+                self._drop_warned_at = now
         self._queue.append(notification)
         if self._wakeup is not None:
             self._wakeup.set()
@@ -169,7 +189,36 @@ class Notifier:
         """Notifications waiting to be sent."""
         return len(self._queue)
 
+    @property
+    def in_flight(self) -> int:
+        """Notifications being sent (taken from the queue, not yet delivered or failed)."""
+        return self._in_flight
+
+    def abandon(self) -> int:
+        """Count what is still queued as abandoned (the worker is stopping).
+
+        Returns how many; the queue is emptied. One cancelled while being sent
+        was counted when it was cancelled. Every notification submitted
+        is then in exactly one of ``sent``, ``failed``, ``dropped`` or
+        ``abandoned`` (one URL per channel; each URL counts on its own).
+        """
+        count = len(self._queue)
+        self.stats.abandoned += count
+        self._queue.clear()
+        return count
+
     async def _deliver(self, notification: OutgoingNotification) -> None:
+        self._in_flight += 1
+        try:
+            await self._deliver_to_each(notification)
+        except asyncio.CancelledError:
+            # stopped mid-send (shutdown): its request may still complete
+            self.stats.abandoned += 1
+            raise
+        finally:
+            self._in_flight -= 1
+
+    async def _deliver_to_each(self, notification: OutgoingNotification) -> None:
         for index, url in enumerate(self.channels[notification.channel]):
             target = describe_target(notification.channel, index, url)
             for attempt in range(1, self.attempts + 1):
@@ -204,13 +253,37 @@ class Notifier:
                 await asyncio.sleep(delay)
 
     async def run(self) -> None:
-        """Send queued notifications until cancelled."""
+        """Send queued notifications until cancelled, or :meth:`close` says to stop."""
+        self._task = asyncio.current_task()
         self._wakeup = asyncio.Event()
         while True:
             while self._queue:
                 await self._deliver(self._queue.popleft())
+            if self._closing:
+                return
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    async def close(self, timeout_s: float) -> int:
+        """Send what is queued within ``timeout_s``; count the rest as abandoned.
+
+        Returns how many were abandoned (still queued, or cut off while being
+        sent). Used at shutdown.
+        """
+        self._closing = True
+        before = self.stats.abandoned
+        task = self._task
+        try:
+            if task is not None and not task.done():
+                if self._wakeup is not None:
+                    self._wakeup.set()
+                await asyncio.wait_for(task, timeout_s)  # on timeout, cancelled mid-send
+            else:
+                await self.drain(timeout_s)
+        except TimeoutError:
+            pass
+        self.abandon()
+        return self.stats.abandoned - before
 
     async def drain(self, timeout_s: float) -> None:
         """Send what is queued now (used at shutdown and in tests)."""

@@ -72,7 +72,61 @@ def test_a_dead_receiver_never_blocks_and_the_queue_stays_bounded(
             sender.submit(OutgoingNotification("oncall", f"alert {index}", "body"))
     assert sender.queued == 5
     assert sender.stats.dropped == 45
+    # one warning for the 45 drops of the same minute, not 45
+    full = [r for r in caplog.records if "notification queue full" in r.getMessage()]
+    assert len(full) == 1 and "dropped the oldest 1 since" in full[0].getMessage()
     asyncio.run(sender.drain(60))
     assert sender.stats.failed == 5
     assert sender.stats.sent == 0
     assert SECRET not in caplog.text
+
+
+def test_drop_warnings_come_once_a_minute_with_the_count_since_the_last() -> None:
+    now = [0.0]
+    sender = Notifier(
+        {"oncall": [SecretStr(f"json://127.0.0.1:{free_port()}/hook")]},
+        max_queued=1,
+        clock=lambda: now[0],
+    )
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("streams.notify").addHandler(handler)
+    try:
+        for index in range(11):  # 10 drops within the minute: one warning
+            now[0] = index
+            sender.submit(OutgoingNotification("oncall", f"alert {index}", "body"))
+        now[0] = 61.0
+        sender.submit(OutgoingNotification("oncall", "alert 11", "body"))
+    finally:
+        logging.getLogger("streams.notify").removeHandler(handler)
+    full = [r for r in records if "notification queue full" in r]
+    assert sender.stats.dropped == 11
+    assert len(full) == 2
+    assert "dropped the oldest 1 since" in full[0] and "(1 in all)" in full[0]
+    assert "dropped the oldest 10 since" in full[1] and "(11 in all)" in full[1]
+
+
+def test_notifications_cut_off_at_shutdown_are_counted_as_abandoned() -> None:
+    sender = Notifier(
+        {"oncall": [SecretStr(f"json://127.0.0.1:{free_port()}/hook")]},
+        attempts=4,
+        base_delay_s=5.0,  # the first send fails at once, then it waits: cut off there
+    )
+
+    async def shutdown() -> int:
+        task = asyncio.create_task(sender.run())
+        for index in range(3):
+            sender.submit(OutgoingNotification("oncall", f"alert {index}", "body"))
+        while sender.in_flight == 0:
+            await asyncio.sleep(0.01)
+        abandoned = await sender.close(1.0)
+        assert task.done()
+        return abandoned
+
+    assert asyncio.run(shutdown()) == 3  # the one being sent and the two queued
+    assert sender.in_flight == 0
+    stats = sender.stats
+    assert (stats.sent, stats.failed, stats.dropped, stats.abandoned, sender.queued) == (
+        0, 0, 0, 3, 0,
+    )  # fmt: skip
