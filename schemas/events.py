@@ -410,6 +410,42 @@ def _plain_document(data: bytes, fields: frozenset[str]) -> tuple[dict[str, Any]
     return document, document.keys() & fields
 
 
+def _plain_start(
+    data: bytes, fields: frozenset[str], limits: InputLimits
+) -> tuple[dict[str, Any], set[str], _Bounds, bool] | None:
+    """What both fast paths check first: size, a plain object, the schema version, the ids.
+
+    Returns the document, the known fields it holds, the bounds and whether
+    the whole message is within the string bound (its strings then are too).
+    """
+    bounds = _bounds(limits)
+    size = len(data)
+    if size > bounds.message_bytes:
+        return None
+    parsed = _plain_document(data, fields)
+    if parsed is None:
+        return None
+    document, present = parsed
+    get = document.get
+    version = get("schema_version", SCHEMA_VERSION)
+    if (
+        type(version) is not int
+        or version != SCHEMA_VERSION
+        or not _plain_identifier(get("prediction_id"), bounds)
+        or not _plain_identifier(get("model_id"), bounds)
+    ):
+        return None
+    return document, present, bounds, size <= bounds.string_length
+
+
+def _plain_end(data: bytes, document: dict[str, Any]) -> datetime | None:
+    """What both fast paths check last: the timestamp, then the nesting depth."""
+    timestamp = _plain_timestamp(document.get("timestamp"))
+    if timestamp is None or _nested(data):
+        return None
+    return timestamp
+
+
 def _nested(data: bytes) -> bool:
     """Whether the message may be nested deeper than pydantic reads (checked last: a count)."""
     return data.count(b"[") + data.count(b"{") > _NESTING
@@ -521,31 +557,19 @@ def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Predic
     ...                 b' "prediction": 1}') is None  # valid, but read by pydantic
     True
     """
-    bounds = _bounds(limits)
-    size = len(data)
-    if size > bounds.message_bytes:
+    start = _plain_start(data, _PREDICTION_FIELDS, limits)
+    if start is None:
         return None
-    parsed = _plain_document(data, _PREDICTION_FIELDS)
-    if parsed is None:
-        return None
-    document, present = parsed
+    document, present, bounds, short = start
     get = document.get
-    version = get("schema_version", SCHEMA_VERSION)
-    prediction_id = get("prediction_id")
-    model_id = get("model_id")
     model_version = get("model_version")
     predicted = get("prediction")
     features = get("features")
     scores = get("scores")
     segment = get("segment")
     latency = get("latency_ms")
-    short = size <= bounds.string_length
     if (
-        type(version) is not int
-        or version != SCHEMA_VERSION
-        or not _plain_identifier(prediction_id, bounds)
-        or not _plain_identifier(model_id, bounds)
-        or not _plain_identifier(model_version, bounds)
+        not _plain_identifier(model_version, bounds)
         or not _plain_label(predicted, bounds, short)
         or not _plain_features(features, bounds, short)
         or not _plain_scores(scores, bounds)
@@ -559,13 +583,13 @@ def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Predic
             return None
         if not latency >= 0.0:
             return None
-    timestamp = _plain_timestamp(get("timestamp"))
-    if timestamp is None or _nested(data):
+    timestamp = _plain_end(data, document)
+    if timestamp is None:
         return None
     values = {
         "schema_version": SCHEMA_VERSION,
-        "prediction_id": prediction_id,
-        "model_id": model_id,
+        "prediction_id": document["prediction_id"],
+        "model_id": document["model_id"],
         "model_version": model_version,
         "timestamp": timestamp,
         "features": features,
@@ -579,34 +603,20 @@ def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Predic
 
 def fast_label(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> LabelEvent | None:
     """The label of a message in the common valid shape (see :func:`fast_prediction`)."""
-    bounds = _bounds(limits)
-    size = len(data)
-    if size > bounds.message_bytes:
+    start = _plain_start(data, _LABEL_FIELDS, limits)
+    if start is None:
         return None
-    parsed = _plain_document(data, _LABEL_FIELDS)
-    if parsed is None:
+    document, present, bounds, short = start
+    label = document.get("label")
+    if not _plain_label(label, bounds, short):
         return None
-    document, present = parsed
-    get = document.get
-    version = get("schema_version", SCHEMA_VERSION)
-    prediction_id = get("prediction_id")
-    model_id = get("model_id")
-    label = get("label")
-    if (
-        type(version) is not int
-        or version != SCHEMA_VERSION
-        or not _plain_identifier(prediction_id, bounds)
-        or not _plain_identifier(model_id, bounds)
-        or not _plain_label(label, bounds, size <= bounds.string_length)
-    ):
-        return None
-    timestamp = _plain_timestamp(get("timestamp"))
-    if timestamp is None or _nested(data):
+    timestamp = _plain_end(data, document)
+    if timestamp is None:
         return None
     values = {
         "schema_version": SCHEMA_VERSION,
-        "prediction_id": prediction_id,
-        "model_id": model_id,
+        "prediction_id": document["prediction_id"],
+        "model_id": document["model_id"],
         "label": label,
         "timestamp": timestamp,
     }

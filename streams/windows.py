@@ -174,7 +174,6 @@ class FeatureColumns:
         numeric_set = frozenset(numeric)
         categorical = [index for index in range(len(names)) if index not in numeric_set]
         self.numeric_position = {names[index]: position for position, index in enumerate(numeric)}
-        self.mixed: dict[int, Sequence[Any]] = {}
         numeric_columns = [columns[index] for index in numeric]
         self.numeric: NDArray[np.float64] = np.empty(
             (len(numeric_columns), self.size), dtype=np.float64
@@ -217,12 +216,7 @@ class DriftAccumulator:
         numeric = columns.numeric if rows is None else columns.numeric[:, rows]
         for name, sketch in self.features.items():
             if isinstance(sketch, NumericSketch):
-                position = columns.numeric_position[name]
-                raw = columns.mixed.get(position)
-                if raw is None:
-                    sketch.update(numeric[position])
-                else:
-                    sketch.update(_numeric_column(_take(raw, rows)))
+                sketch.update(numeric[columns.numeric_position[name]])
             else:
                 values = columns.categorical[name]
                 sketch.update(values if rows is None else values[rows])
