@@ -108,6 +108,7 @@ class _PerformanceSlot:
     partials: dict[int, PerformancePartial] = field(default_factory=dict)
     last_emitted: float = -1e18
     pending: bool = False
+    first_seen: float = 0.0
 
 
 class WindowMerger:
@@ -244,7 +245,7 @@ class WindowMerger:
             key = WindowKey.decode(raw_key)
             if not self._keeps(key, "restored performance window"):
                 continue
-            perf_slot = _PerformanceSlot(pending=bool(pending))
+            perf_slot = _PerformanceSlot(pending=bool(pending), first_seen=now)
             for source, payload, final in partials:
                 perf_slot.partials[int(source)] = PerformancePartial(
                     key, payload.encode(), bool(final)
@@ -368,9 +369,40 @@ class WindowMerger:
             return
         slot = self._performance.get(partial.key)
         if slot is None:
-            slot = self._performance[partial.key] = _PerformanceSlot()
+            slot = self._performance[partial.key] = _PerformanceSlot(first_seen=self.clock())
         slot.partials[source] = partial
         slot.pending = True
+
+    def _final(
+        self, key: WindowKey, model: ModelConfig, slot: _PerformanceSlot, now: float
+    ) -> bool:
+        """Whether a performance window is final on every source partition.
+
+        Every partial received must be final, and every partition that sent
+        none must be past the window's label horizon (it had no prediction in
+        the window: it would have sent a partial before its watermark moved
+        on) or silent for ``idle_timeout_s``. A partition that is behind — a
+        backlog being read — may still send the window's predictions and
+        labels, so the window waits for it.
+        """
+        if not slot.partials or not all(p.final for p in slot.partials.values()):
+            return False
+        settles_at = key.window_start_us + int(
+            (model.window.size + model.window.label_horizon).total_seconds() * MICROS
+        )
+        watermarks = self._watermarks.get(key.model_id, {})
+        for source in range(self.partitions):
+            if source in slot.partials:
+                continue
+            watermark = watermarks.get(source)
+            if watermark is not None and watermark > settles_at:
+                continue
+            heard = self._heard.get(source)
+            silent = heard is None or now - heard >= self.idle_timeout_s
+            if silent and now - slot.first_seen >= self.idle_timeout_s:
+                continue
+            return False
+        return True
 
     def _ready(
         self, key: WindowKey, slot: _DriftSlot, now: float, *, idle_closes: bool = True
@@ -408,7 +440,7 @@ class WindowMerger:
         with_volume: set[WindowKey] = set()
         for key, slot in list(self._performance.items()):
             model = self._model(key.model_id)
-            final = len(slot.partials) > 0 and all(p.final for p in slot.partials.values())
+            final = self._final(key, model, slot, now)
             interval = model.window.emit_interval.total_seconds()
             if slot.pending and (final or now - slot.last_emitted >= interval):
                 output.extend(self._evaluate_performance(model, key, slot, final))
@@ -459,8 +491,8 @@ class WindowMerger:
             counts = self._counts(key)
             if key in self._closed:
                 # evaluated before: written again only when a count changed
-                emitted = self._counts_emitted.get(key)
-                if emitted is None or emitted == counts:
+                # (none recorded: its volume point was written without counts)
+                if self._counts_emitted.get(key, (0, 0)) == counts:
                     continue
                 on_time = self._closed[key][0]
             elif self._ready(

@@ -323,6 +323,48 @@ def test_a_settled_window_keeps_its_counts_until_forgotten_and_ignores_replays()
     assert key("all", 0) not in first.processor.windows.late
 
 
+def test_performance_waits_for_a_partition_that_is_behind_before_it_is_final() -> None:
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    first, second = Partition(0), Partition(1)
+    written: list[Point] = []
+
+    def step(part: Partition, predictions: Sequence[bytes], labels: Sequence[bytes]) -> None:
+        clock[0] += 1.0
+        batch = part.messages("p", list(predictions)) + part.messages("l", list(labels))
+        written.extend(feed_split(merger, part, batch))
+
+    # The first partition reads its share of [0, 60) and moves past the horizon
+    # (660 s); the second, reading a backlog, has not read [0, 60) yet.
+    step(first, [prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)])
+    step(first, [prediction("a9", 700, 0.0)], [label("a9", 701, 0)])
+    performance = window_0(written, "model_performance")
+    assert performance and not any(p["is_final"] for p in performance)
+    # The second partition catches up: two predictions and their labels, then past 660 s.
+    step(second, [prediction("b0", 1, 0.0), prediction("b1", 2, 0.0)], [])
+    step(second, [], [label("b0", 40, 1), label("b1", 41, 0)])
+    step(second, [prediction("b9", 700, 0.0)], [label("b9", 701, 0)])
+    final = [p for p in window_0(written, "model_performance") if p["is_final"]]
+    assert final and {p["n_labelled"] for p in final} == {3}  # a0, b0 and b1
+    volume = window_0(written, "volume")[-1]
+    assert (volume["predictions"], volume["labels"]) == (5, 3)
+
+
+def test_the_first_late_prediction_of_a_settled_window_rewrites_its_volume() -> None:
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    written: list[Point] = []
+    for predictions, labels in (
+        ([prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)]),
+        ([prediction("z", 700, 0.0)], [label("z", 701, 0)]),  # [0, 60) settles
+        ([prediction("very-late", 4, 0.0)], []),  # its first late prediction
+    ):
+        batch = part.messages("p", predictions) + part.messages("l", labels)
+        written.extend(feed_split(merger, part, batch))
+    volume = window_0(written, "volume")[-1]
+    assert (volume["predictions"], volume["late_predictions"], volume["labels"]) == (3, 1, 1)
+
+
 def test_events_of_unmonitored_models_and_far_future_are_dead_letters() -> None:
     part = Partition(0)
     stranger = orjson.loads(prediction("s", 1, 0.0))
