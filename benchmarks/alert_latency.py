@@ -78,12 +78,18 @@ from confluent_kafka import TopicPartition as ConfluentPartition
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.workers import (
+    BenchmarkError,
+    WorkerProcess,
+    process_cpu_seconds,
+    topic_names,
+    worker_env,
+)
 from schemas import AlertEvent
-from streams.embedded import EmbeddedBroker, parent_death_prefix
+from streams.embedded import EmbeddedBroker
 from streams.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, ScenarioConfig, generate
 from streams.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "churn"
 MODEL_VERSION = "1"
 NUMERIC = NUMERIC_FEATURES
@@ -93,11 +99,6 @@ KS_THRESHOLD = 0.2
 """KS statistic of the rule: about 0.48 on drifted windows, about 0.02 on normal ones."""
 POOL = 4_000
 """Events per traffic pool (normal, drifted), reused with fresh ids and timestamps."""
-WORKER_ENV = {
-    "DRIFTLINE_KAFKA_SESSION_TIMEOUT_S": "6",
-    "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_S": "1",
-    "DRIFTLINE_LOG_LEVEL": "INFO",
-}
 TARGET_P95_S = 5.0
 READER_FETCH_WAIT_MS = 10
 FAUST_FETCH_WAIT_MS = 1500
@@ -106,17 +107,7 @@ MICROS = 1_000_000
 QUARTERS = 4
 
 
-class BenchmarkError(RuntimeError):
-    """A step of the benchmark failed (the message says which and why)."""
-
-
 # ------------------------------------------------------------------ set-up
-
-
-def topic_names(prefix: str) -> dict[str, str]:
-    """Role (as in ``DriftlineSettings.topics``) to topic name."""
-    roles = ("predictions", "labels", "alerts", "retrain_requests", "dead_letter", "partials")
-    return {role: f"{prefix}.{role.replace('_', '-')}" for role in roles}
 
 
 def monitors_yaml(window_s: int, lateness_s: int, partitions: int) -> str:
@@ -165,18 +156,6 @@ def write_training_csv(path: Path) -> None:
             )
 
 
-def worker_env(bootstrap: str, data_dir: Path, topics: dict[str, str]) -> dict[str, str]:
-    """A worker's environment: no inherited ``DRIFTLINE_*`` (so the file sink), these topics."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTLINE_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(WORKER_ENV)
-    env["DRIFTLINE_KAFKA_BOOTSTRAP"] = bootstrap
-    env["DRIFTLINE_DATA_DIR"] = str(data_dir)
-    for role, name in topics.items():
-        env[f"DRIFTLINE_TOPIC_{role.upper()}"] = name
-    return env
-
-
 def driftline(directory: Path, env: dict[str, str], *args: str) -> None:
     """Run a ``driftline`` command in ``directory``; raise with its output when it fails."""
     done = subprocess.run(
@@ -185,61 +164,6 @@ def driftline(directory: Path, env: dict[str, str], *args: str) -> None:
     )  # fmt: skip
     if done.returncode != 0:
         raise BenchmarkError(f"driftline {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-
-
-class WorkerProcess:
-    """``driftline worker -c monitors.yaml`` as a child process, stopped by PID."""
-
-    def __init__(self, config_dir: Path, env: dict[str, str], log_path: Path) -> None:
-        self.config_dir = config_dir
-        self.env = env
-        self.log_path = log_path
-        self.argv = [sys.executable, "-m", "streams.cli", "worker", "-c", "monitors.yaml"]
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise BenchmarkError("the worker is not running")
-        return self._process.pid
-
-    def start(self) -> WorkerProcess:
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [*parent_death_prefix(), *self.argv],
-                cwd=self.config_dir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return self
-
-    def check(self) -> None:
-        """Raise if the worker has exited."""
-        if self._process is not None and self._process.poll() is not None:
-            raise BenchmarkError(
-                f"the worker exited with status {self._process.returncode}; "
-                f"end of {self.log_path}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, max_chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-max_chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (a clean faust shutdown), then SIGKILL after ``timeout``."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 # ---------------------------------------------------------------- resources
@@ -252,15 +176,6 @@ def _machine_jiffies() -> tuple[int, int]:
     )
     total = user + nice + system + idle + iowait + sum(rest)
     return total - idle - iowait, total
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from ``/proc/PID/stat`` (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

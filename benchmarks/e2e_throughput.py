@@ -89,6 +89,7 @@ from confluent_kafka import TopicPartition as ConfluentPartition
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.workers import ROOT, BenchmarkError, WorkerProcess, topic_names, worker_env
 from detectors.profile import ReferenceProfile
 from schemas import DEFAULT_LIMITS, load_config
 from streams.embedded import EmbeddedBroker, parent_death_prefix
@@ -99,7 +100,6 @@ from streams.synthetic import ScenarioConfig, generate
 from streams.topics import ensure_topics
 from streams.windows import PerformanceAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "churn"
 MODEL_VERSION = "1"
 SYNTHETIC_NUMERIC = (
@@ -122,18 +122,9 @@ THROUGHPUT_RATE_PER_S = 100.0
 MEMORY_WINDOW_S = 2 * 86_400
 LABEL_DELAY_S = 120.0
 CHUNK = 50_000
-WORKER_ENV = {
-    "DRIFTLINE_KAFKA_SESSION_TIMEOUT_S": "6",
-    "DRIFTLINE_KAFKA_HEARTBEAT_INTERVAL_S": "1",
-    "DRIFTLINE_LOG_LEVEL": "INFO",
-}
 TARGET_RATIO = 0.5
 TARGET_P95_S = 2.0
 TARGET_RSS_CHANGE = 0.10
-
-
-class BenchmarkError(RuntimeError):
-    """A step of the benchmark failed (the message says which and why)."""
 
 
 # ---------------------------------------------------------------------- traffic
@@ -464,12 +455,6 @@ def faust_rate(bootstrap: str, topic: str, expected: int, workdir: Path) -> Cons
 # ----------------------------------------------------------------------- worker
 
 
-def topic_names(prefix: str) -> dict[str, str]:
-    """Role (as in ``DriftlineSettings.topics``) to topic name."""
-    roles = ("predictions", "labels", "alerts", "retrain_requests", "dead_letter", "partials")
-    return {role: f"{prefix}.{role.replace('_', '-')}" for role in roles}
-
-
 def monitors_yaml(window_s: int, partitions: int) -> str:
     """The monitor configuration: one binary model with the 20 features."""
     features = [f"      - {{name: {name}, kind: numeric}}" for name in NUMERIC]
@@ -513,18 +498,6 @@ def write_training_csv(path: Path) -> None:
             )
 
 
-def worker_env(bootstrap: str, data_dir: Path, topics: dict[str, str]) -> dict[str, str]:
-    """The environment of a worker: no inherited ``DRIFTLINE_*``, file sink, these topics."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTLINE_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(WORKER_ENV)
-    env["DRIFTLINE_KAFKA_BOOTSTRAP"] = bootstrap
-    env["DRIFTLINE_DATA_DIR"] = str(data_dir)
-    for role, name in topics.items():
-        env[f"DRIFTLINE_TOPIC_{role.upper()}"] = name
-    return env
-
-
 def build_reference(directory: Path, env: dict[str, str]) -> float:
     """``driftline reference build`` in ``directory``; returns the seconds it took."""
     write_training_csv(directory / "train.csv")
@@ -538,84 +511,6 @@ def build_reference(directory: Path, env: dict[str, str]) -> float:
     if built.returncode != 0:
         raise BenchmarkError(f"driftline reference build failed:\n{built.stdout}{built.stderr}")
     return time.perf_counter() - started
-
-
-class WorkerProcess:
-    """``driftline worker -c monitors.yaml`` as a child process, stopped by PID."""
-
-    def __init__(
-        self, config_dir: Path, env: dict[str, str], log_path: Path, profile_to: Path | None
-    ) -> None:
-        self.config_dir = config_dir
-        self.env = env
-        self.log_path = log_path
-        self.profile_to = profile_to
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def argv(self) -> list[str]:
-        python = [sys.executable]
-        if self.profile_to is not None:
-            python += ["-m", "cProfile", "-o", str(self.profile_to)]
-        return [*python, "-m", "streams.cli", "worker", "-c", "monitors.yaml"]
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise BenchmarkError("the worker is not running")
-        return self._process.pid
-
-    def start(self) -> WorkerProcess:
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [*parent_death_prefix(), *self.argv],
-                cwd=self.config_dir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return self
-
-    def check(self) -> None:
-        """Raise if the worker has exited."""
-        if self._process is not None and self._process.poll() is not None:
-            raise BenchmarkError(
-                f"the worker exited with status {self._process.returncode}; "
-                f"end of {self.log_path}:\n{self.log_tail()}"
-            )
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker so far (all threads), from ``/proc/PID/stat``."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory_kib(self) -> dict[str, int]:
-        """VmRSS and VmHWM of the worker, in KiB, from ``/proc/PID/status``."""
-        found: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0])
-        return found
-
-    def log_tail(self, max_chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-max_chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (a clean faust shutdown, which also writes a cProfile file), then SIGKILL."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -1139,7 +1034,7 @@ def memory_points(
     ensure_topics({"bootstrap.servers": bootstrap}, dict.fromkeys(topics.values(), partitions))
     data_dir = directory / "data"
     worker = WorkerProcess(
-        directory, worker_env(bootstrap, data_dir, topics), directory / "worker.log", None
+        directory, worker_env(bootstrap, data_dir, topics), directory / "worker.log"
     )
     stack.callback(worker.stop)
     worker.start()
