@@ -37,9 +37,11 @@ implausibly far ahead of the clock (dead letter) before they get here.
 
 **Order of work.**  For every event, in order: skip it if its offset was
 already applied; if its time is the newest of its topic, record it and
-recompute the watermark; expire what is due; then apply it.  Expiring per
-event (an O(1) check) makes the outcome a function of the sequence of events
-alone, whatever the batch boundaries.
+recompute the watermark; then apply it to what is still held, where an entry
+is held while its deadline (a prediction's horizon, an orphan's TTL) is not
+before the watermark.  The outcome is a function of the sequence of events
+alone, whatever the batch boundaries.  Entries whose deadline the watermark
+passed are dropped into their counters in bulk at the end of the batch.
 
 **Horizon.**  A prediction can be joined while the watermark is at most
 ``window_end + label_horizon``; once the watermark is strictly later, the
@@ -76,21 +78,51 @@ kept so lag percentiles show the skew instead of hiding it.
 **Conservation.**  Summing the counters over all keys, at any time:
 ``predictions = duplicate_predictions + joined + unlabelled + pending_count``
 and ``labels = duplicate_labels + joined + orphan_labels + orphan_count``.
+
+**Storage.**  The join holds no id strings.  Each model keeps a 64-bit hash
+of every held ``prediction_id`` in a numpy array, found through an
+open-addressing table (linear probing, 35–70 % full), and the fields of
+pending predictions and orphan labels in numpy columns: times as int64 µs,
+class scores as float64, numeric predictions and labels as float64 with a
+small-int kind code, and version, segment, score class names and categorical
+predictions interned per model as one small-int *profile* code.  Measured
+with tracemalloc (``python -m benchmarks.join_memory``, spare capacity of the
+columns included): about 22 bytes per joined id and 58 per pending
+prediction with two class scores, 36–46 per id with half of them labelled,
+against 235–250 when ids were held as strings; the process's resident memory
+grew by 50 bytes per id over a million ids (270 before).  A batch is looked
+up with a few array operations, applied event by event in Python over that
+snapshot, and written back with array operations.
+
+**Hash collisions.**  Two different ids of one model collide with probability
+2⁻⁶⁴ per pair, so with *n* ids held at once the chance that any two of them
+share a hash is about n² / 2⁶⁵: 3·10⁻⁸ for a million held ids; for 10¹¹ ids
+passing through a state that holds a million (years of traffic on one
+partition), about 0.5 % that one of them meets a held id's hash.  A
+collision cannot corrupt the state or raise: the second id behaves as a
+repeat of the first, so it shows in the counters as a duplicate
+(``duplicate_predictions``, ``duplicate_labels``), or its label joins the
+first id's prediction.  The hash (:func:`prediction_id_hash`) is fixed (not
+salted per process), so checkpoints stay valid across restarts and machines.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from schemas.config import WindowConfig
 from schemas.events import Label, LabelEvent, PredictionEvent
@@ -101,8 +133,11 @@ DEFAULT_LABELS_TOPIC = "driftline.labels"
 CHECKPOINT_MAGIC = b"DLJN"
 """First bytes of a join checkpoint."""
 
-CHECKPOINT_VERSION = 1
-"""Format version written by :meth:`JoinState.to_bytes` (the byte after the magic)."""
+CHECKPOINT_VERSION = 2
+"""Format version written by :meth:`JoinState.to_bytes` (the byte after the magic).
+
+Version 1 (zlib-compressed JSON with the id strings) is still read.
+"""
 
 CounterKey = tuple[str, str | None]
 """``(model_id, model_version)``; the version is None for counters of label events."""
@@ -114,9 +149,51 @@ _NO_WATERMARK = -(2**63)
 _NOTHING_DUE = 2**63
 _INTERN_LIMIT = 4096
 _INT64 = range(-(2**63), 2**63)
-# Level 1 compressed 100 k pending predictions to 46 bytes each in 0.1 s, level 6
-# to 44 bytes each in 0.5 s.
 _ZLIB_LEVEL = 1
+
+# What a key refers to.  The first three are stored in an entry's tag as
+# ``(ref << 2) | kind``; the last three exist only while a batch is applied.
+_PENDING = 0  # ref: row of the pending store
+_JOINED = 1  # ref: window code
+_ORPHAN = 2  # ref: row of the orphan store
+_ABSENT = 3
+_NEW_PENDING = 4  # a pending prediction of the batch, not stored yet
+_NEW_ORPHAN = 5  # an orphan label of the batch, not stored yet
+_NEVER = -(2**63)  # the deadline of an absent key: never held
+# Stored fields a batch reads on demand (:class:`_Found`): name → column of each store.
+_PENDING_DETAIL = {
+    "time": "time",
+    "window": "window",
+    "profile": "profile",
+    "value": "pred",
+    "scores": "scores",
+}
+_ORPHAN_DETAIL = {"time": "time", "value": "label", "code": "code"}
+_MAX_ROWS = 2**29 - 1  # a row number must fit a tag (int32)
+
+# How a profile holds its prediction: the value itself, or a kind of the float column.
+_INTERNED = 0
+_FLOAT = 1
+_INT = 2
+_EXACT_INT = range(-(2**53), 2**53 + 1)  # integers a float64 holds exactly
+
+# Label codes in the orphan store: ≥ 0 is a row of the model's value table.
+_LABEL_FLOAT = -1
+_LABEL_INT = -2
+
+_MASK64 = (1 << 64) - 1
+_HASH_SEED = 0x243F6A8885A308D3
+_HASH_LENGTH = 0x9E3779B97F4A7C15
+_HASH_WORD = 0xBF58476D1CE4E5B9
+_FMIX_1 = 0xFF51AFD7ED558CCD
+_FMIX_2 = 0xC4CEB9FE1A85EC53
+
+_EMPTY = -1
+_TOMBSTONE = -2
+_MAX_LOAD = 0.7  # of an index, counting tombstones: then it is rebuilt
+_REBUILT_LOAD = 0.35
+_MIN_SLOTS = 64
+_TAIL = 48  # keys an index walks in Python rather than numpy (the long walks)
 
 
 class JoinError(ValueError):
@@ -140,10 +217,90 @@ def _event_us(moment: datetime) -> int:
 
 
 _model_id_of = attrgetter("model_id")
+_prediction_id_of = attrgetter("prediction_id")
 
 
 def _from_us(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
+
+
+# ------------------------------------------------------------------------ hashing
+
+
+def prediction_id_hash(prediction_id: str) -> int:
+    """The 64-bit key under which the join holds a prediction id.
+
+    The UTF-8 bytes, zero-padded to whole 64-bit little-endian words, go
+    through ``h = (h ^ word) · K; h ^= h >> 32`` from a seed mixed with the
+    length in characters, then the MurmurHash3 finaliser.  Each step is a
+    bijection of ``h``, so ids that differ in one word never collide; for
+    others a collision has probability about 2⁻⁶⁴.  :func:`_prediction_id_hashes`
+    computes the same function on a whole batch with numpy.
+
+    Examples
+    --------
+    >>> hex(prediction_id_hash("p-1"))
+    '0x389d5dc220f1ebe'
+    >>> batch = _prediction_id_hashes(["p-1", "a-longer-id", "ünïcödé"])
+    >>> [prediction_id_hash(i) for i in ("p-1", "a-longer-id", "ünïcödé")] == batch.tolist()
+    True
+    """
+    data = prediction_id.encode()
+    size = -(-len(data) // 8) * 8 or 8
+    key = _HASH_SEED ^ ((len(prediction_id) * _HASH_LENGTH) & _MASK64)
+    for (word,) in struct.iter_unpack("<Q", data.ljust(size, b"\0")):
+        key = ((key ^ word) * _HASH_WORD) & _MASK64
+        key ^= key >> 32
+    key ^= key >> 33
+    key = (key * _FMIX_1) & _MASK64
+    key ^= key >> 33
+    key = (key * _FMIX_2) & _MASK64
+    return key ^ (key >> 33)
+
+
+def _prediction_id_hashes(prediction_ids: Sequence[str]) -> NDArray[np.uint64]:
+    """:func:`prediction_id_hash` of every id, vectorised over the batch."""
+    count = len(prediction_ids)
+    if not count:
+        return np.empty(0, np.uint64)
+    lengths = np.fromiter(map(len, prediction_ids), np.int64, count)
+    sizes = lengths  # in bytes: the same for ASCII
+    longest = int(lengths.max())
+    width = -(-longest // 8) * 8 or 8
+    text = "".join(prediction_ids).encode()
+    try:
+        # ASCII ids all of one length (UUIDs, say): as many bytes as characters.
+        if len(text) == count * longest and int(lengths.min()) == longest:
+            raw = np.zeros((count, width), np.uint8)
+            raw[:, :longest] = np.frombuffer(text, np.uint8).reshape(count, longest)
+        else:
+            raw = np.array(prediction_ids, dtype=f"S{width}")
+    except UnicodeEncodeError:
+        encoded = [prediction_id.encode() for prediction_id in prediction_ids]
+        sizes = np.fromiter(map(len, encoded), np.int64, count)
+        width = -(-int(sizes.max()) // 8) * 8 or 8
+        raw = np.array(encoded, dtype=f"S{width}")
+    words = raw.view("<u8").reshape(count, width // 8)
+    word_counts = np.maximum(-(-sizes // 8), 1)
+    keys = lengths.astype(np.uint64) * np.uint64(_HASH_LENGTH)
+    keys ^= np.uint64(_HASH_SEED)
+    shift = np.uint64(32)
+    uniform = bool((word_counts == words.shape[1]).all())
+    for at, column in enumerate(words.T):
+        mixed = (keys ^ column) * np.uint64(_HASH_WORD)
+        mixed ^= mixed >> shift
+        # Only an id's own words: padding a shorter id to the batch's width would change it.
+        keys = mixed if uniform else np.where(word_counts > at, mixed, keys)
+    shift = np.uint64(33)
+    keys ^= keys >> shift
+    keys *= np.uint64(_FMIX_1)
+    keys ^= keys >> shift
+    keys *= np.uint64(_FMIX_2)
+    keys ^= keys >> shift
+    return keys
+
+
+# ------------------------------------------------------------------- public types
 
 
 @dataclass(frozen=True)
@@ -247,6 +404,53 @@ class JoinedPair:
         return _from_us(self.window_start_us)
 
 
+# Setting the slots of a new JoinedPair directly costs half of its frozen __init__
+# (object.__setattr__ per field): one pair per join, in the per-event loops.
+_new_object = object.__new__
+(
+    _set_prediction_id,
+    _set_model_id,
+    _set_model_version,
+    _set_segment,
+    _set_prediction,
+    _set_scores,
+    _set_prediction_time_us,
+    _set_label,
+    _set_label_time_us,
+    _set_window_start_us,
+    _set_label_lag_s,
+) = (getattr(JoinedPair, field.name).__set__ for field in fields(JoinedPair))
+
+
+def _new_pair(
+    prediction_id: str,
+    model_id: str,
+    model_version: str,
+    segment: Mapping[str, str] | None,
+    prediction: Label,
+    scores: dict[str, float] | None,
+    prediction_time_us: int,
+    label: Label,
+    label_time_us: int,
+    window_start_us: int,
+    label_lag_s: float,
+) -> JoinedPair:
+    """``JoinedPair(...)`` with the same arguments, built faster."""
+    pair: JoinedPair = _new_object(JoinedPair)
+    _set_prediction_id(pair, prediction_id)
+    _set_model_id(pair, model_id)
+    _set_model_version(pair, model_version)
+    _set_segment(pair, segment)
+    _set_prediction(pair, prediction)
+    _set_scores(pair, scores)
+    _set_prediction_time_us(pair, prediction_time_us)
+    _set_label(pair, label)
+    _set_label_time_us(pair, label_time_us)
+    _set_window_start_us(pair, window_start_us)
+    _set_label_lag_s(pair, label_lag_s)
+    return pair
+
+
 @dataclass(frozen=True)
 class JoinCounters:
     """What the join did, for one counter key; add snapshots to merge partitions.
@@ -308,56 +512,309 @@ class _Counts:
         return [getattr(self, name) for name in _COUNTER_NAMES]
 
 
-class _Window:
-    """The ids (pending and joined) of one model's window, expiring together."""
-
-    __slots__ = ("deadline_us", "ids", "window_start_us")
-
-    def __init__(self, window_start_us: int, deadline_us: int) -> None:
-        self.window_start_us = window_start_us
-        self.deadline_us = deadline_us
-        self.ids: list[str] = []
+# ------------------------------------------------------------------------ storage
 
 
-class _Pending(NamedTuple):
-    """An unlabelled prediction: only what performance needs, features dropped."""
+class _Rows:
+    """Numpy columns of equal length; released rows are reused before the columns grow.
 
-    window: _Window
+    ``marker`` names an integer column that is −1 on released rows.  Columns
+    grow by a quarter at a time, so at most a fifth of their memory is slack.
+    """
+
+    __slots__ = ("columns", "free", "marker", "n_free", "size")
+
+    def __init__(self, marker: str, spec: Mapping[str, type[np.generic]]) -> None:
+        self.columns: dict[str, NDArray[Any]] = {
+            name: np.empty(0, dtype) for name, dtype in spec.items()
+        }
+        self.marker = marker
+        self.size = 0  # rows handed out so far, live or released
+        self.free: NDArray[np.int32] = np.empty(0, np.int32)
+        self.n_free = 0
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        return self.columns[name]
+
+    @property
+    def live(self) -> int:
+        """Rows in use."""
+        return self.size - self.n_free
+
+    @property
+    def mostly_free(self) -> bool:
+        """Whether compacting pays: most rows released, or all of them."""
+        return self.n_free > max(4096, 2 * self.live) or (self.n_free > 64 and not self.live)
+
+    def allocate(self, count: int) -> NDArray[np.int64]:
+        """``count`` rows to write, released ones first."""
+        reused = min(count, self.n_free)
+        rows = self.free[self.n_free - reused : self.n_free].astype(np.int64)
+        self.n_free -= reused
+        fresh = count - reused
+        if fresh:
+            start = self.size
+            if start + fresh > _MAX_ROWS:
+                raise JoinError(
+                    f"the join state of one model would hold more than {_MAX_ROWS} entries"
+                )
+            self._reserve(start + fresh)
+            self.size = start + fresh
+            rows = np.concatenate((rows, np.arange(start, start + fresh)))
+        return rows
+
+    def release(self, rows: NDArray[np.int64]) -> None:
+        """Mark rows unused; :meth:`allocate` hands them out again."""
+        if not rows.size:
+            return
+        self.columns[self.marker][rows] = -1
+        end = self.n_free + rows.size
+        if end > self.free.size:
+            grown = np.empty(max(end, self.free.size * 5 // 4 + 64), np.int32)
+            grown[: self.n_free] = self.free[: self.n_free]
+            self.free = grown
+        self.free[self.n_free : end] = rows
+        self.n_free = end
+
+    def _reserve(self, rows: int) -> None:
+        capacity = len(self.columns[self.marker])
+        if rows <= capacity:
+            return
+        capacity = max(rows, capacity * 5 // 4, 64)
+        for name, column in self.columns.items():
+            grown = np.empty((capacity, *column.shape[1:]), column.dtype)
+            grown[: self.size] = column[: self.size]
+            self.columns[name] = grown
+
+    def add_column(self, name: str, column: NDArray[Any]) -> None:
+        """Add (or replace) a column; ``column`` covers the rows handed out so far."""
+        capacity = len(self.columns[self.marker])
+        full = np.empty((capacity, *column.shape[1:]), column.dtype)
+        full[: self.size] = column[: self.size]
+        self.columns[name] = full
+
+    def compact(self) -> NDArray[np.int64]:
+        """Drop released rows and shrink; returns old row → new row (−1 if dropped)."""
+        keep = self.columns[self.marker][: self.size] >= 0
+        live = int(np.count_nonzero(keep))
+        remap = np.full(self.size, -1, np.int64)
+        remap[keep] = np.arange(live)
+        capacity = max(64, live * 5 // 4)
+        for name, column in self.columns.items():
+            packed = np.empty((capacity, *column.shape[1:]), column.dtype)
+            packed[:live] = column[: self.size][keep]
+            self.columns[name] = packed
+        self.size = live
+        self.free = np.empty(0, np.int32)
+        self.n_free = 0
+        return remap
+
+
+class _Index:
+    """Open-addressing table from a 64-bit key to an entry row (linear probing).
+
+    A key's home slot scales its top 32 bits to the table's size, so homes
+    follow the keys' order and walking the slots visits keys almost in sorted
+    order.  Slots hold entry rows; the key is compared with the entries' key
+    column.  Any size works, so a rebuilt table is sized to the keys (load
+    ``_REBUILT_LOAD``) rather than to a power of two.
+    """
+
+    __slots__ = ("slots", "used")
+
+    def __init__(self, size: int = _MIN_SLOTS) -> None:
+        self.slots: NDArray[np.int32] = np.full(size, _EMPTY, np.int32)
+        self.used = 0  # slots not empty: rows and tombstones
+
+    @staticmethod
+    def size_for(count: int) -> int:
+        """Slots for ``count`` keys at the load of a rebuilt table."""
+        return max(_MIN_SLOTS, math.ceil(count / _REBUILT_LOAD))
+
+    @property
+    def full(self) -> bool:
+        """Whether the table is past its maximum load (counting tombstones)."""
+        return self.used > _MAX_LOAD * self.slots.size
+
+    def _home(self, keys: NDArray[np.uint64]) -> NDArray[np.int64]:
+        return (((keys >> np.uint64(32)) * np.uint64(self.slots.size)) >> np.uint64(32)).astype(
+            np.int64
+        )
+
+    def find(self, keys: NDArray[np.uint64], entry_keys: NDArray[np.uint64]) -> NDArray[np.int64]:
+        """The entry row of each key, −1 where absent.
+
+        Walks the slots from each key's home until the key or an empty slot:
+        with numpy, one slot per round for all keys still walking, then in
+        Python for the last few (long walks).
+        """
+        found = np.full(keys.size, -1, np.int64)
+        if not self.used:
+            return found
+        slots = self.slots
+        size = slots.size
+        todo = np.arange(keys.size)
+        position = self._home(keys)
+        while todo.size > _TAIL:
+            row = slots[position]
+            hit = row >= 0
+            hit[hit] = entry_keys[row[hit]] == keys[todo[hit]]
+            found[todo[hit]] = row[hit]
+            more = (row != _EMPTY) & ~hit
+            todo, position = todo[more], (position[more] + 1) % size
+        for at, start in zip(todo.tolist(), position.tolist(), strict=True):
+            found[at] = self._walk(int(keys[at]), start, entry_keys)
+        return found
+
+    def find_one(self, key: int, entry_keys: NDArray[np.uint64]) -> int:
+        """The entry row of one key, −1 if absent."""
+        return self._walk(key, ((key >> 32) * self.slots.size) >> 32, entry_keys)
+
+    def _walk(self, key: int, position: int, entry_keys: NDArray[np.uint64]) -> int:
+        slot = self.slots.item
+        size = self.slots.size
+        while True:
+            row: int = slot(position)
+            if row == _EMPTY:
+                return -1
+            if row >= 0 and entry_keys.item(row) == key:
+                return row
+            position = (position + 1) % size
+
+    def insert(self, keys: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
+        """Add keys known to be absent, pointing at ``rows``: each takes the first free slot."""
+        slots = self.slots
+        size = slots.size
+        position = self._home(keys)
+        while rows.size > _TAIL:
+            current = slots[position]
+            free = np.flatnonzero(current < 0)
+            candidates, at = rows[free], position[free]
+            slots[at] = candidates
+            won = slots[at] == candidates  # of the candidates for one slot, one wins
+            self.used += int(np.count_nonzero(current[free[won]] == _EMPTY))
+            retry = np.ones(rows.size, bool)
+            retry[free[won]] = False
+            rows, position = rows[retry], (position[retry] + 1) % size
+        for row, start in zip(rows.tolist(), position.tolist(), strict=True):
+            at = start
+            while (current_row := int(slots[at])) >= 0:
+                at = (at + 1) % size
+            slots[at] = row
+            self.used += current_row == _EMPTY
+
+    def remove(self, keys: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
+        """Leave a tombstone where each of ``rows`` (held under ``keys``) was."""
+        slots = self.slots
+        size = slots.size
+        position = self._home(keys)
+        while rows.size > _TAIL:
+            hit = slots[position] == rows
+            slots[position[hit]] = _TOMBSTONE
+            rows, position = rows[~hit], (position[~hit] + 1) % size
+        for row, start in zip(rows.tolist(), position.tolist(), strict=True):
+            for step in range(size):
+                at = (start + step) % size
+                if slots[at] == row:
+                    slots[at] = _TOMBSTONE
+                    break
+            else:
+                raise JoinError("internal error: an expired entry was not in the join's index")
+
+    def rows(self) -> NDArray[np.int64]:
+        """The entry rows in slot order (nearly in key order)."""
+        slots = self.slots
+        return slots[slots >= 0].astype(np.int64)
+
+    @classmethod
+    def build(cls, keys: NDArray[np.uint64], rows: NDArray[np.int64], size: int) -> _Index:
+        """A table of distinct keys given in ascending order, in one pass."""
+        index = cls(size)
+        slots = index.slots
+        rank = np.arange(keys.size)
+        # Sorted keys have sorted home slots: each takes the first free slot at or
+        # after its home, which is its home or the slot after the previous key's.
+        position = rank + np.maximum.accumulate(index._home(keys) - rank)
+        inside = position < size
+        slots[position[inside]] = rows[inside]
+        spill = rows[~inside]  # past the end: wrap to the first empty slots
+        if spill.size:
+            slots[np.flatnonzero(slots == _EMPTY)[: spill.size]] = spill
+        index.used = keys.size
+        return index
+
+
+class _Profile(NamedTuple):
+    """What pending predictions of one model share: version, segment, classes, value."""
+
     version: str
+    counts: _Counts
     segment: Mapping[str, str] | None
-    prediction: Label
-    score_names: tuple[str, ...] | None
-    score_values: tuple[float, ...] | None
-    time_us: int
+    names: tuple[str, ...] | None
+    kind: int  # _INTERNED: ``value`` is the prediction; _FLOAT, _INT: in the float column
+    value: Label | None
 
 
-class _Orphan(NamedTuple):
-    """A label waiting for its prediction."""
+ProfileKey = tuple[
+    str, tuple[tuple[str, str], ...] | None, tuple[str, ...] | None, type, Label | None
+]
+"""Version, segment items, score class names, prediction type, interned prediction or None."""
 
-    label: Label
-    time_us: int
-    expiry_us: int
+
+def _prediction_parts(prediction: Label) -> tuple[Label | None, float]:
+    """The prediction as the profile holds it (None: in the float column), and the float.
+
+    Floats and integers beyond ±256 (regression targets) go to the float
+    column, exactly up to ±2⁵³; other values (classes) are interned.  Inlined
+    in :meth:`JoinState.add_predictions`.
+    """
+    kind = type(prediction)
+    if kind is float:
+        return None, cast(float, prediction)
+    if kind is int and 256 < abs(cast(int, prediction)) <= 2**53:
+        return None, float(prediction)
+    return prediction, 0.0
 
 
 class _ModelJoin:
-    """Join state of one model_id within the partition."""
+    """Join state of one model_id within the partition.
+
+    Every held key is one row of ``entries`` (its 64-bit key and a tag), found
+    through ``index``.  A pending prediction also has a row of ``pending``
+    (window code, time, profile code, and when the model needs them the float
+    column ``pred`` and the 2-d ``scores``); an orphan label a row of
+    ``orphans`` (entry row, label as float and code, time, expiry).  A joined
+    id has only its entry, whose tag holds its window code.  Windows,
+    profiles and interned label values are small per-model tables.
+    """
 
     __slots__ = (
         "counts",
-        "held",
+        "entries",
+        "index",
         "label_counts",
         "last_window",
         "lifetime_us",
-        "orphan_heap",
+        "orphan_due",
         "orphan_ttl_us",
         "orphans",
-        "pending_count",
-        "score_names",
+        "pending",
+        "profile_codes",
+        "profiles",
+        "released_orphans",
+        "released_pending",
+        "score_width",
         "segments",
+        "value_codes",
+        "values",
         "versions",
+        "window_codes",
+        "window_deadline",
+        "window_deadlines",
         "window_heap",
         "window_size_us",
-        "windows",
+        "window_start",
+        "windows_free",
     )
 
     def __init__(self, policy: JoinPolicy | None) -> None:
@@ -368,20 +825,42 @@ class _ModelJoin:
             0 if policy is None else (self.window_size_us + _to_us(policy.label_horizon_s))
         )
         self.orphan_ttl_us = 0 if policy is None else _to_us(policy.orphan_label_ttl_s)
-        # prediction_id → the unlabelled prediction, or None once it is joined
-        # (kept until its window expires, to recognise duplicates).
-        self.held: dict[str, _Pending | None] = {}
-        self.pending_count = 0
-        self.orphans: dict[str, _Orphan] = {}
-        self.windows: dict[tuple[int, int], _Window] = {}
+        # Every held key (pending, joined or orphan) is one entry.
+        self.entries = _Rows("tag", {"key": np.uint64, "tag": np.int32})
+        self.index = _Index()
+        self.pending = _Rows("window", {"window": np.int32, "time": np.int64, "profile": np.int32})
+        self.orphans = _Rows(
+            "entry",
+            {
+                "entry": np.int32,
+                "label": np.float64,
+                "code": np.int32,
+                "time": np.int64,
+                "expiry": np.int64,
+            },
+        )
+        self.orphan_due = _NOTHING_DUE
+        self.score_width = 0
+        self.released_pending: list[int] = []
+        self.released_orphans: list[int] = []
+        # Windows by code; a code is reused once its window expired.
+        self.window_start: list[int] = []
+        self.window_deadline: list[int] = []
+        self.window_deadlines: NDArray[np.int64] = np.empty(0, np.int64)
+        self.window_codes: dict[tuple[int, int], int] = {}
+        self.windows_free: list[int] = []
         self.window_heap: list[tuple[int, int]] = []
-        self.last_window: _Window | None = None
-        self.orphan_heap: list[tuple[int, str]] = []
+        self.last_window = (0, -1, 0)  # start, deadline, code of the last window used
+        self.profiles: list[_Profile] = []
+        self.profile_codes: dict[ProfileKey, int] = {}
+        self.values: list[Label] = []
+        self.value_codes: dict[tuple[type, Label], int] = {}
         self.counts: dict[str, _Counts] = {}
         self.label_counts = _Counts()
         self.versions: dict[str, tuple[str, _Counts]] = {}
         self.segments: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-        self.score_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    # ------------------------------------------------------------- interning
 
     def version(self, version: str) -> tuple[str, _Counts]:
         """The interned version string and its counters."""
@@ -396,11 +875,8 @@ class _ModelJoin:
         self.versions[version] = known = (version, counts)
         return known
 
-    def segment(self, segment: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    def segment(self, key: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
         """One shared read-only mapping per distinct segment (bounded cache)."""
-        if segment is None:
-            return None
-        key = tuple(segment.items())
         interned = self.segments.get(key)
         if interned is None:
             if len(self.segments) >= _INTERN_LIMIT:
@@ -408,29 +884,447 @@ class _ModelJoin:
             self.segments[key] = interned = MappingProxyType(dict(key))
         return interned
 
-    def names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        interned = self.score_names.get(names)
-        if interned is None:
-            if len(self.score_names) >= _INTERN_LIMIT:
-                self.score_names.clear()
-            self.score_names[names] = interned = names
-        return interned
+    def profile(self, key: ProfileKey) -> int:
+        """The code of a profile, created on first use."""
+        code = self.profile_codes.get(key)
+        if code is not None:
+            return code
+        version, segment, names, prediction_type, value = key
+        kind = _INTERNED
+        if value is None:
+            kind = _FLOAT if prediction_type is float else _INT
+            if "pred" not in self.pending.columns:
+                self.pending.add_column("pred", np.zeros(self.pending.size, np.float64))
+        if names is not None and len(names) > self.score_width:
+            self._widen_scores(len(names))
+        code = len(self.profiles)
+        self.profiles.append(
+            _Profile(
+                version,
+                self.version(version)[1],
+                None if segment is None else self.segment(segment),
+                names,
+                kind,
+                value,
+            )
+        )
+        self.profile_codes[key] = code
+        return code
 
-    def window(self, window_start_us: int, deadline_us: int) -> _Window:
-        """The window bucket, created (and scheduled for expiry) on first use."""
+    def _widen_scores(self, width: int) -> None:
+        scores = np.full((self.pending.size, width), np.nan)
+        if self.score_width:
+            scores[:, : self.score_width] = self.pending["scores"][: self.pending.size]
+        self.pending.add_column("scores", scores)
+        self.score_width = width
+
+    def label_code(self, label: Label) -> tuple[float, int]:
+        """A label as (float column, code): exact for every label type."""
+        kind = type(label)
+        if kind is float:
+            return label, _LABEL_FLOAT  # type: ignore[return-value]
+        if kind is int and label in _EXACT_INT:
+            return float(label), _LABEL_INT
+        code = self.value_codes.get((kind, label))
+        if code is None:
+            code = self.value_codes[(kind, label)] = len(self.values)
+            self.values.append(label)
+        return 0.0, code
+
+    def label_value(self, value: float, code: int) -> Label:
+        """Inverse of :meth:`label_code`."""
+        if code == _LABEL_FLOAT:
+            return value
+        if code == _LABEL_INT:
+            return int(value)
+        return self.values[code]
+
+    def window(self, window_start_us: int, deadline_us: int) -> int:
+        """The code of a window, created (and scheduled for expiry) on first use."""
         key = (window_start_us, deadline_us)
-        window = self.windows.get(key)
-        if window is None:
-            self.windows[key] = window = _Window(window_start_us, deadline_us)
-            heapq.heappush(self.window_heap, (deadline_us, window_start_us))
-        self.last_window = window
-        return window
+        code = self.window_codes.get(key)
+        if code is None:
+            if self.windows_free:
+                code = self.windows_free.pop()
+                self.window_start[code] = window_start_us
+                self.window_deadline[code] = deadline_us
+            else:
+                code = len(self.window_start)
+                self.window_start.append(window_start_us)
+                self.window_deadline.append(deadline_us)
+                if code >= self.window_deadlines.size:
+                    grown = np.empty(max(16, 2 * code), np.int64)
+                    grown[:code] = self.window_deadlines[:code]
+                    self.window_deadlines = grown
+            self.window_deadlines[code] = deadline_us
+            self.window_codes[key] = code
+            heapq.heappush(self.window_heap, (deadline_us, code))
+        self.last_window = (window_start_us, deadline_us, code)
+        return code
 
     def next_due(self) -> int:
         due = self.window_heap[0][0] if self.window_heap else _NOTHING_DUE
-        if self.orphan_heap:
-            due = min(due, self.orphan_heap[0][0])
-        return due
+        return min(due, self.orphan_due)
+
+    # --------------------------------------------------------------- reading
+
+    def lookup(self, keys: NDArray[np.uint64]) -> dict[str, NDArray[np.int64]]:
+        """What is held under each key: kind, deadline, tag reference and entry row."""
+        count = keys.size
+        rows = self.index.find(keys, self.entries["key"])
+        present = rows >= 0
+        tag = np.full(count, -1, np.int64)
+        tag[present] = self.entries["tag"][rows[present]]
+        kind = np.where(present, tag & 3, _ABSENT)
+        ref = tag >> 2
+        deadline = np.full(count, _NEVER, np.int64)
+        pending = np.flatnonzero(kind == _PENDING)
+        if pending.size:
+            windows = self.pending["window"][ref[pending]]
+            deadline[pending] = self.window_deadlines[windows]
+        joined = np.flatnonzero(kind == _JOINED)
+        if joined.size:
+            deadline[joined] = self.window_deadlines[ref[joined]]
+        orphan = np.flatnonzero(kind == _ORPHAN)
+        if orphan.size:
+            deadline[orphan] = self.orphans["expiry"][ref[orphan]]
+        return {"kind": kind, "deadline": deadline, "ref": ref, "entry": rows}
+
+    def detail(self, name: str, kind: NDArray[np.int64], ref: NDArray[np.int64]) -> NDArray[Any]:
+        """A stored field of the pending predictions or orphans found by :meth:`lookup`."""
+        pending = np.flatnonzero(kind == _PENDING)
+        orphan = np.flatnonzero(kind == _ORPHAN)
+        values: NDArray[Any]
+        if name == "scores":
+            values = np.zeros((kind.size, self.score_width))
+        else:
+            values = np.zeros(kind.size, np.float64 if name == "value" else np.int64)
+        column = _PENDING_DETAIL.get(name)
+        if column is not None and pending.size and column in self.pending.columns:
+            values[pending] = self.pending[column][ref[pending]]
+        column = _ORPHAN_DETAIL.get(name)
+        if column is not None and orphan.size:
+            values[orphan] = self.orphans[column][ref[orphan]]
+        return values
+
+    # -------------------------------------------------------------- applying
+
+    def apply(
+        self, batch: _Batch, columns: dict[str, NDArray[np.int64]], at: NDArray[np.int64]
+    ) -> None:
+        """Write the last change of each key a batch changed (``at``: their positions)."""
+        kind = columns["kind"][at]
+        entries = columns["entry"][at]
+        tags = np.empty(at.size, np.int64)
+        joined = kind == _JOINED
+        tags[joined] = (columns["window"][at[joined]] << 2) | _JOINED
+        new_pending = np.flatnonzero(kind == _NEW_PENDING)
+        if new_pending.size:
+            tags[new_pending] = self._store_pending(batch, columns, at[new_pending]) << 2
+        new_orphans = np.flatnonzero(kind == _NEW_ORPHAN)
+        orphan_rows = np.empty(0, np.int64)
+        if new_orphans.size:
+            orphan_rows = self._store_orphans(batch, columns, at[new_orphans])
+            tags[new_orphans] = (orphan_rows << 2) | _ORPHAN
+        stored = entries >= 0
+        self.entries["tag"][entries[stored]] = tags[stored]
+        fresh = np.flatnonzero(~stored)
+        if fresh.size:
+            keys = batch.hashes[at[fresh]]
+            rows = self.entries.allocate(fresh.size)
+            self.entries["key"][rows] = keys
+            self.entries["tag"][rows] = tags[fresh]
+            if self.index.used + fresh.size > _MAX_LOAD * self.index.slots.size:
+                self._rebuild_index(self.entries.live)
+            self.index.insert(keys, rows)
+            entries[fresh] = rows
+        if new_orphans.size:
+            self.orphans["entry"][orphan_rows] = entries[new_orphans]
+            expiries = self.orphans["expiry"][orphan_rows]
+            self.orphan_due = min(self.orphan_due, int(expiries.min()))
+
+    def release_rows(self) -> None:
+        """Free the rows of pending predictions joined and orphans consumed or replaced."""
+        if self.released_pending:
+            self.pending.release(np.asarray(self.released_pending, np.int64))
+            self.released_pending = []
+        if self.released_orphans:
+            self.orphans.release(np.asarray(self.released_orphans, np.int64))
+            self.released_orphans = []
+
+    def _store_pending(
+        self, batch: _Batch, columns: dict[str, NDArray[np.int64]], at: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        count = at.size
+        rows = self.pending.allocate(count)
+        pending = self.pending
+        pending["window"][rows] = columns["window"][at]
+        pending["time"][rows] = columns["time"][at]
+        pending["profile"][rows] = columns["profile"][at]
+        positions = at.tolist()
+        if "pred" in pending.columns:
+            values = batch.changes["value"]
+            pending["pred"][rows] = np.fromiter((values[p] for p in positions), np.float64, count)
+        width = self.score_width
+        if width:
+            all_scores = batch.changes["scores"]
+            scores = [all_scores[p] for p in positions]
+            try:
+                flat = np.fromiter(chain.from_iterable(scores), np.float64, count * width)
+                pending["scores"][rows] = flat.reshape(count, width)
+            except (ValueError, TypeError):  # rows with fewer classes, or none
+                block = np.full((count, width), np.nan)
+                for row, values_row in enumerate(scores):
+                    if values_row:
+                        block[row, : len(values_row)] = values_row
+                pending["scores"][rows] = block
+        return rows
+
+    def _store_orphans(
+        self, batch: _Batch, columns: dict[str, NDArray[np.int64]], at: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        count = at.size
+        rows = self.orphans.allocate(count)
+        orphans = self.orphans
+        all_labels = batch.changes["label"]
+        labels = [all_labels[p] for p in at.tolist()]
+        kinds = set(map(type, labels))
+        exact = np.empty(0, np.int64)
+        if kinds == {int}:  # class labels: exact in the float column unless beyond 2**53
+            try:
+                exact = np.fromiter(labels, np.int64, count)
+            except OverflowError:
+                kinds = set()
+            if exact.size and np.abs(exact).max() > 2**53:
+                kinds = set()
+        if kinds == {float}:
+            orphans["label"][rows] = np.fromiter(labels, np.float64, count)
+            orphans["code"][rows] = _LABEL_FLOAT
+        elif kinds == {int}:
+            orphans["label"][rows] = exact
+            orphans["code"][rows] = _LABEL_INT
+        else:
+            coded = [self.label_code(label) for label in labels]
+            orphans["label"][rows] = [value for value, _ in coded]
+            orphans["code"][rows] = [code for _, code in coded]
+        orphans["time"][rows] = columns["time"][at]
+        deadlines = batch.changes["deadline"]
+        orphans["expiry"][rows] = np.fromiter((deadlines[p] for p in at.tolist()), np.int64, count)
+        return rows
+
+    # -------------------------------------------------------------- expiring
+
+    def expire(self, watermark: int) -> None:
+        """Drop every entry whose deadline is before ``watermark`` into its counter."""
+        heap = self.window_heap
+        expired: list[int] = []
+        while heap and heap[0][0] < watermark:
+            deadline_us, code = heapq.heappop(heap)
+            del self.window_codes[(self.window_start[code], deadline_us)]
+            expired.append(code)
+        if expired:
+            self._expire_windows(expired)
+            self.windows_free.extend(expired)
+            if self.last_window[2] in expired:
+                self.last_window = (0, -1, 0)
+        if self.orphan_due < watermark:
+            self._expire_orphans(watermark)
+        self._maintain()
+
+    def _expire_windows(self, codes: list[int]) -> None:
+        size = self.entries.size
+        tag = self.entries["tag"][:size].astype(np.int64)
+        kind = tag & 3
+        ref = tag >> 2
+        due = np.zeros(len(self.window_start), bool)
+        due[codes] = True
+        pending = np.flatnonzero((tag >= 0) & (kind == _PENDING))
+        pending_rows = ref[pending]
+        expired = due[self.pending["window"][pending_rows]]
+        pending, pending_rows = pending[expired], pending_rows[expired]
+        joined = np.flatnonzero((tag >= 0) & (kind == _JOINED))
+        joined = joined[due[ref[joined]]]
+        if pending_rows.size:
+            profiles = np.bincount(self.pending["profile"][pending_rows])
+            for code in np.flatnonzero(profiles).tolist():
+                self.profiles[code].counts.unlabelled += int(profiles[code])
+            self.pending.release(pending_rows)
+        self._drop_entries(np.concatenate((pending, joined)))
+
+    def _expire_orphans(self, watermark: int) -> None:
+        size = self.orphans.size
+        entry = self.orphans["entry"][:size]
+        expiry = self.orphans["expiry"][:size]
+        live = entry >= 0
+        expired = np.flatnonzero(live & (expiry < watermark))
+        self.label_counts.orphan_labels += expired.size
+        self._drop_entries(entry[expired].astype(np.int64))
+        self.orphans.release(expired)
+        remaining = expiry[live & (expiry >= watermark)]
+        self.orphan_due = int(remaining.min()) if remaining.size else _NOTHING_DUE
+
+    def _drop_entries(self, rows: NDArray[np.int64]) -> None:
+        if rows.size:
+            self.index.remove(self.entries["key"][rows], rows)
+            self.entries.release(rows)
+
+    def _maintain(self) -> None:
+        """Rebuild the index when full of tombstones or keys; shrink stores mostly free."""
+        if self.pending.mostly_free:
+            remap = self.pending.compact()
+            self._remap_tags(_PENDING, remap)
+        if self.orphans.mostly_free:
+            remap = self.orphans.compact()
+            self._remap_tags(_ORPHAN, remap)
+        if self.entries.mostly_free:
+            remap = self.entries.compact()
+            slots = self.index.slots
+            held = slots >= 0
+            slots[held] = remap[slots[held]]
+            live = self.orphans["entry"][: self.orphans.size] >= 0
+            entry = self.orphans["entry"][: self.orphans.size]
+            entry[live] = remap[entry[live]]
+        index = self.index
+        if index.full or (
+            index.slots.size > _MIN_SLOTS
+            and self.entries.live < _REBUILT_LOAD / 4 * index.slots.size
+        ):
+            self._rebuild_index(self.entries.live)
+        if len(self.profiles) > _INTERN_LIMIT and len(self.profiles) > 4 * self.pending.live:
+            self._compact_profiles()
+        if len(self.values) > _INTERN_LIMIT and len(self.values) > 4 * self.orphans.live:
+            self._compact_values()
+
+    def _rebuild_index(self, room: int) -> None:
+        """A new index of the held entries, sized for ``room`` keys, without tombstones."""
+        rows = self.index.rows()
+        keys = self.entries["key"][rows]
+        order = np.argsort(keys, kind="stable")  # slot order is nearly key order: fast
+        self.index = _Index.build(keys[order], rows[order], _Index.size_for(room))
+
+    def _remap_tags(self, kind: int, remap: NDArray[np.int64]) -> None:
+        tags = self.entries["tag"][: self.entries.size]
+        mine = np.flatnonzero((tags >= 0) & ((tags & 3) == kind))
+        tags[mine] = (remap[tags[mine] >> 2] << 2) | kind
+
+    def _compact_profiles(self) -> None:
+        live = self.pending["window"][: self.pending.size] >= 0
+        codes = self.pending["profile"][: self.pending.size]
+        used = np.flatnonzero(np.bincount(codes[live], minlength=len(self.profiles)))
+        remap = np.full(len(self.profiles), -1, np.int64)
+        remap[used] = np.arange(used.size)
+        codes[live] = remap[codes[live]]
+        self.profiles = [self.profiles[code] for code in used.tolist()]
+        kept = set(used.tolist())
+        self.profile_codes = {
+            key: int(remap[code]) for key, code in self.profile_codes.items() if code in kept
+        }
+
+    def _compact_values(self) -> None:
+        live = self.orphans["entry"][: self.orphans.size] >= 0
+        codes = self.orphans["code"][: self.orphans.size]
+        interned = live & (codes >= 0)
+        used = np.flatnonzero(np.bincount(codes[interned], minlength=len(self.values)))
+        remap = np.full(len(self.values), -1, np.int64)
+        remap[used] = np.arange(used.size)
+        codes[interned] = remap[codes[interned]]
+        self.values = [self.values[code] for code in used.tolist()]
+        self.value_codes = {(type(value), value): code for code, value in enumerate(self.values)}
+
+
+_LookupPart = tuple["_ModelJoin", NDArray[np.int64] | None, dict[str, NDArray[np.int64]]]
+"""A model, the positions of its events in the batch (None: all of them), its lookup."""
+
+
+class _Found:
+    """What the models held under each key of a batch before it (:meth:`_ModelJoin.lookup`).
+
+    ``kind``, ``deadline``, ``ref`` and ``entry`` are read for every key; the
+    stored fields of pending predictions and orphans (``time``, ``window``,
+    ``profile``, ``value``, ``code``, ``scores``) only when a loop asks for
+    them.  The models do not change until the batch is committed, so reading
+    late reads the same.  :meth:`column` gives a field by event position, as
+    a list: what the per-event loops index.
+    """
+
+    __slots__ = ("count", "lists", "parts")
+
+    def __init__(
+        self,
+        count: int,
+        parts: list[_LookupPart],
+    ) -> None:
+        self.count = count
+        self.parts = parts  # model, positions of its events (None: all), lookup
+        self.lists: dict[str, list[Any]] = {}
+
+    def column(self, name: str) -> list[Any]:
+        values = self.lists.get(name)
+        if values is None:
+            values = self.lists[name] = self._array(name).tolist()
+        return values
+
+    def _array(self, name: str) -> NDArray[Any]:
+        arrays = []
+        for model, _, found in self.parts:
+            if name in found:
+                arrays.append(found[name])
+            else:
+                arrays.append(model.detail(name, found["kind"], found["ref"]))
+        if len(self.parts) == 1 and self.parts[0][1] is None:
+            return arrays[0]
+        if not self.parts:
+            return np.zeros((0, 0) if name == "scores" else 0, np.int64)
+        width = max(array.shape[1] for array in arrays) if name == "scores" else 0
+        shape = (self.count, width) if name == "scores" else (self.count,)
+        merged = np.zeros(shape, arrays[0].dtype)
+        for (_, positions, _), array in zip(self.parts, arrays, strict=True):
+            if name == "scores":
+                merged[positions, : array.shape[1]] = array
+            else:
+                merged[positions] = array
+        return merged
+
+
+class _Batch:
+    """Scratch of one ``add_*`` call: what it looked up and what it changed.
+
+    ``found`` is the state before the batch.  A change of a key (a join, a new
+    pending prediction or orphan) is written at the position of the event
+    that made it, in the lists of ``changes`` (``kind``, ``deadline``,
+    ``entry``, ``window``, ``time``, and the fields of a new pending
+    prediction or orphan; ``kind`` is −1 where nothing changed).  When a key
+    occurs more than once in the batch (``repeats``), ``changed`` maps it
+    (model bits above the 64 hash bits) to the position of its latest change,
+    so later events see it.  :meth:`_ModelJoin.apply` writes the last change
+    of each key to the columns.
+    """
+
+    __slots__ = ("changed", "changes", "found", "hashes", "keys", "models", "repeats")
+
+    def __init__(
+        self, hashes: NDArray[np.uint64], keys: list[int], found: _Found, models: list[_ModelJoin]
+    ) -> None:
+        self.hashes = hashes
+        self.keys = keys
+        self.found = found
+        self.models = models
+        self.repeats = len(set(keys)) < len(keys)
+        self.changed: dict[int, int] = {}
+        count = len(keys)
+        self.changes: dict[str, list[Any]] = {"kind": [-1] * count}
+
+    def lists(self, *names: str) -> list[list[Any]]:
+        """Change lists, one slot per event, created on first use."""
+        count = len(self.keys)
+        return [self.changes.setdefault(name, [0] * count) for name in names]
+
+    def final_changes(self) -> NDArray[np.int64]:
+        """Positions of the last change of each key changed."""
+        if self.repeats:
+            return np.fromiter(self.changed.values(), np.int64, len(self.changed))
+        kinds = np.fromiter(self.changes["kind"], np.int64, len(self.keys))
+        return np.flatnonzero(kinds >= 0)
 
 
 class JoinState:
@@ -497,6 +1391,7 @@ class JoinState:
         self._labels_topic = labels_topic
         self._policies = dict(policies)
         self._models: dict[str, _ModelJoin] = {}
+        self._model_bits: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
         self._watermark_us = _NO_WATERMARK
         self._prediction_max_us = _NO_WATERMARK
@@ -512,23 +1407,6 @@ class JoinState:
             )
         self._max_skew_us = _to_us(max_skew_s)
         self._next_due_us = _NOTHING_DUE
-
-    def _advance(self) -> None:
-        """Recompute the watermark from both topics' newest times; expire what is due.
-
-        The watermark is the older of the two topics' newest event times, so a
-        topic read ahead of the other (a backlog being caught up) cannot expire
-        entries the slower topic still has to match; it trails the newer topic
-        by at most ``max_skew_s``, so an idle topic cannot hold memory forever.
-        """
-        newest = max(self._prediction_max_us, self._label_max_us)
-        watermark = max(
-            min(self._prediction_max_us, self._label_max_us), newest - self._max_skew_us
-        )
-        if watermark > self._watermark_us:
-            self._watermark_us = watermark
-            if watermark > self._next_due_us:
-                self._expire_due()
 
     # ------------------------------------------------------------------ reading
 
@@ -562,10 +1440,48 @@ class JoinState:
         """Whether a prediction with this id is held (pending or joined, until its horizon).
 
         A second prediction with a held id is a duplicate: the worker keeps it
-        out of the drift windows as well as out of the join.
+        out of the drift windows as well as out of the join.  For a whole
+        batch, :meth:`held_predictions` is several times faster.
         """
         model = self._models.get(model_id)
-        return model is not None and prediction_id in model.held
+        if model is None or not model.entries.live:
+            return False
+        entries = model.entries
+        row = model.index.find_one(prediction_id_hash(prediction_id), entries["key"])
+        return row >= 0 and entries["tag"].item(row) & 3 != _ORPHAN
+
+    def held_predictions(self, events: Sequence[PredictionEvent]) -> list[bool]:
+        """:meth:`has_prediction` of each event's model and id, for a whole batch.
+
+        Answers from the state as it is: an id that appears twice in
+        ``events`` is not held on account of its first occurrence.
+        """
+        count = len(events)
+        model_ids = set(map(_model_id_of, events))
+        if len(model_ids) == 1:
+            [model_id] = model_ids
+            return self._held(model_id, list(map(_prediction_id_of, events))) or [False] * count
+        held = [False] * count
+        groups: dict[str, list[int]] = {}
+        for at, event in enumerate(events):
+            groups.setdefault(event.model_id, []).append(at)
+        for model_id, positions in groups.items():
+            answers = self._held(model_id, [events[at].prediction_id for at in positions])
+            for at, answer in zip(positions, answers, strict=False):
+                held[at] = answer
+        return held
+
+    def _held(self, model_id: str, prediction_ids: list[str]) -> list[bool]:
+        """Whether each id is held as a prediction of the model ([] if it holds none)."""
+        model = self._models.get(model_id)
+        if model is None or not model.entries.live:
+            return []
+        rows = model.index.find(_prediction_id_hashes(prediction_ids), model.entries["key"])
+        kinds = np.full(rows.size, _ABSENT, np.int64)
+        present = rows >= 0
+        kinds[present] = model.entries["tag"][rows[present]] & 3
+        held: list[bool] = ((kinds == _PENDING) | (kinds == _JOINED)).tolist()
+        return held
 
     def next_offset(self, topic: str) -> int:
         """Next offset of ``topic`` to apply (0 when none was applied yet).
@@ -577,17 +1493,20 @@ class JoinState:
     @property
     def pending_count(self) -> int:
         """Unlabelled predictions held, over all models."""
-        return sum(model.pending_count for model in self._models.values())
+        return sum(model.pending.live for model in self._models.values())
 
     @property
     def joined_count(self) -> int:
         """Ids of joined predictions held for duplicate detection, over all models."""
-        return sum(len(model.held) - model.pending_count for model in self._models.values())
+        return sum(
+            model.entries.live - model.pending.live - model.orphans.live
+            for model in self._models.values()
+        )
 
     @property
     def orphan_count(self) -> int:
         """Labels waiting for their prediction, over all models."""
-        return sum(len(model.orphans) for model in self._models.values())
+        return sum(model.orphans.live for model in self._models.values())
 
     def counters(self) -> dict[CounterKey, JoinCounters]:
         """Snapshot of the counters since the state began (survives checkpoints)."""
@@ -635,13 +1554,29 @@ class JoinState:
             An event to apply has a model without policy; nothing is applied.
         """
         topic = self._predictions_topic
-        applied_from = self._check_batch(events, offsets, topic)
+        next_expected, model_ids = self._check_batch(events, offsets, topic)
         pairs: list[JoinedPair] = []
+        batch = self._lookup(events, model_ids)
+        found = batch.found
+        found_kind = found.column("kind")
+        found_deadline = found.column("deadline")
+        found_entry = found.column("entry")
+        keys = batch.keys
+        changed = batch.changed
+        repeats = batch.repeats
+        # A prediction batch changes a key into a joined id or a new pending prediction.
+        changes = batch.lists("kind", "deadline", "entry", "window", "time", "profile", "value")
+        kinds, deadlines, entries, windows, times, profiles, values = changes
+        [scores_of] = batch.lists("scores")
         models = self._models
-        next_expected = applied_from
-        for event, offset in zip(events, offsets, strict=True):
+        watermark = self._watermark_us
+        label_max = self._label_max_us
+        prediction_max = self._prediction_max_us
+        max_skew = self._max_skew_us
+        next_due = self._next_due_us
+        for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model_id = event.model_id
-            model = models.get(model_id) or self._model(model_id)
+            model = models[model_id]
             version, counts = model.versions.get(event.model_version) or model.version(
                 event.model_version
             )
@@ -649,68 +1584,97 @@ class JoinState:
                 counts.replayed_skipped += 1
                 continue
             next_expected = offset + 1
-            time_us = _event_us(event.timestamp)
-            if time_us > self._prediction_max_us:
-                self._prediction_max_us = time_us
-                self._advance()
+            time_us = (event.timestamp - _EPOCH) // _ONE_US
+            if time_us > prediction_max:
+                prediction_max = time_us
+                # The watermark rule of the module notes, for a new newest prediction.
+                candidate = time_us
+                if label_max < time_us:
+                    candidate = label_max if label_max > time_us - max_skew else time_us - max_skew
+                if candidate > watermark:  # noqa: PLR1730 (cheaper than max() per event)
+                    watermark = candidate
             counts.predictions += 1
-            prediction_id = event.prediction_id
-            if prediction_id in model.held:
+            key = keys[at]
+            changed_at = changed.get(key) if repeats else None
+            if changed_at is None:
+                kind, deadline, entry = found_kind[at], found_deadline[at], found_entry[at]
+            else:
+                kind, deadline, entry = (
+                    kinds[changed_at],
+                    deadlines[changed_at],
+                    entries[changed_at],
+                )
+            alive = deadline >= watermark
+            if alive and kind != _ORPHAN:  # pending or joined: a repeat
                 counts.duplicate_predictions += 1
                 continue
             window_start_us = time_us - time_us % model.window_size_us
             deadline_us = window_start_us + model.lifetime_us
-            if self._watermark_us > deadline_us:
+            if watermark > deadline_us:
                 counts.unlabelled += 1
                 continue
-            # A cached window is still held: it would expire only once the
-            # watermark passed its deadline, which was just ruled out.
-            window = model.last_window
-            if (
-                window is None
-                or window.window_start_us != window_start_us
-                or window.deadline_us != deadline_us
-            ):
+            last_start, last_deadline, window = model.last_window
+            if last_start != window_start_us or last_deadline != deadline_us:
                 window = model.window(window_start_us, deadline_us)
-                self._next_due_us = min(self._next_due_us, deadline_us)
-            window.ids.append(prediction_id)
+                next_due = min(next_due, deadline_us)
             raw_segment = event.segment
-            segment = None
-            if raw_segment is not None:
-                segment = model.segments.get(tuple(raw_segment.items())) or model.segment(
-                    raw_segment
-                )
+            segment = None if raw_segment is None else tuple(raw_segment.items())
             scores = event.scores
-            orphan = model.orphans.pop(prediction_id, None)
-            if orphan is None:
-                if scores is None:
-                    names = values = None
-                else:
-                    names = tuple(scores)
-                    names = model.score_names.get(names) or model.names(names)
-                    values = tuple(scores.values())
-                model.held[prediction_id] = _Pending(
-                    window, version, segment, event.prediction, names, values, time_us
+            if repeats:
+                changed[key] = at
+            kinds[at] = _JOINED
+            deadlines[at] = deadline_us
+            entries[at] = entry
+            windows[at] = window
+            if alive:  # a stored orphan label is waiting: join them
+                label = model.label_value(found.column("value")[at], found.column("code")[at])
+                label_time_us = found.column("time")[at]
+                model.released_orphans.append(found.column("ref")[at])
+                counts.joined += 1
+                pairs.append(
+                    _new_pair(
+                        event.prediction_id,
+                        model_id,
+                        version,
+                        None if segment is None else model.segment(segment),
+                        event.prediction,
+                        None if scores is None else dict(scores),
+                        time_us,
+                        label,
+                        label_time_us,
+                        window_start_us,
+                        (label_time_us - time_us) / _US_PER_S,
+                    )
                 )
-                model.pending_count += 1
                 continue
-            model.held[prediction_id] = None
-            counts.joined += 1
-            pairs.append(
-                JoinedPair(
-                    prediction_id,
-                    model_id,
-                    version,
-                    segment,
-                    event.prediction,
-                    None if scores is None else dict(scores),
-                    time_us,
-                    orphan.label,
-                    orphan.time_us,
-                    window_start_us,
-                    (orphan.time_us - time_us) / _US_PER_S,
-                )
-            )
+            if kind != _ABSENT:  # expired earlier in this batch, replaced now
+                self._retire(model, batch, at, changed_at)
+            prediction = event.prediction
+            prediction_type = type(prediction)
+            interned: Label | None = prediction  # as _prediction_parts, inlined
+            value = 0.0
+            if prediction_type is float:
+                interned, value = None, prediction  # type: ignore[assignment]
+            elif (
+                prediction_type is int
+                and not -256 <= prediction <= 256  # type: ignore[operator]
+                and -(2**53) <= prediction <= 2**53  # type: ignore[operator]
+            ):
+                interned, value = None, float(prediction)
+            names = None if scores is None else tuple(scores)
+            profile_key = (version, segment, names, prediction_type, interned)
+            profile = model.profile_codes.get(profile_key)
+            if profile is None:
+                profile = model.profile(profile_key)
+            kinds[at] = _NEW_PENDING
+            times[at] = time_us
+            profiles[at] = profile
+            values[at] = value
+            scores_of[at] = None if scores is None else tuple(scores.values())
+        self._prediction_max_us = prediction_max
+        self._watermark_us = watermark
+        self._next_due_us = next_due
+        self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
         return pairs
 
@@ -731,56 +1695,190 @@ class JoinState:
             Pairs completed by this batch (predictions that were pending).
         """
         topic = self._labels_topic
-        applied_from = self._check_batch(events, offsets, topic)
+        next_expected, model_ids = self._check_batch(events, offsets, topic)
         pairs: list[JoinedPair] = []
+        batch = self._lookup(events, model_ids)
+        found = batch.found
+        found_kind = found.column("kind")
+        found_deadline = found.column("deadline")
+        found_entry = found.column("entry")
+        found_ref = found.column("ref")
+        found_time = found.column("time")
+        found_window = found.column("window")
+        found_profile = found.column("profile")
+        found_value = found.column("value")
+        found_scores = found.column("scores")
+        keys = batch.keys
+        changed = batch.changed
+        repeats = batch.repeats
+        # A label batch changes a key into a joined id or a new orphan.
+        kinds, deadlines, entries, windows, times, labels = batch.lists(
+            "kind", "deadline", "entry", "window", "time", "label"
+        )
         models = self._models
-        next_expected = applied_from
-        for event, offset in zip(events, offsets, strict=True):
-            model_id = event.model_id
-            model = models.get(model_id) or self._model(model_id)
+        watermark = self._watermark_us
+        label_max = self._label_max_us
+        prediction_max = self._prediction_max_us
+        max_skew = self._max_skew_us
+        next_due = self._next_due_us
+        for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
+            model = models[event.model_id]
             counts = model.label_counts
             if offset < next_expected:
                 counts.replayed_skipped += 1
                 continue
             next_expected = offset + 1
-            time_us = _event_us(event.timestamp)
-            if time_us > self._label_max_us:
-                self._label_max_us = time_us
-                self._advance()
+            time_us = (event.timestamp - _EPOCH) // _ONE_US
+            if time_us > label_max:
+                label_max = time_us
+                # The watermark rule of the module notes, for a new newest label.
+                candidate = time_us
+                if prediction_max < time_us:
+                    candidate = (
+                        prediction_max
+                        if prediction_max > time_us - max_skew
+                        else time_us - max_skew
+                    )
+                if candidate > watermark:  # noqa: PLR1730 (cheaper than max() per event)
+                    watermark = candidate
             counts.labels += 1
-            prediction_id = event.prediction_id
-            pending = model.held.get(prediction_id)
-            if pending is not None:
-                model.held[prediction_id] = None
-                model.pending_count -= 1
-                model.counts[pending.version].joined += 1
-                names, values = pending.score_names, pending.score_values
+            key = keys[at]
+            changed_at = changed.get(key) if repeats else None
+            if changed_at is None:
+                kind, deadline, entry = found_kind[at], found_deadline[at], found_entry[at]
+            else:
+                kind, deadline, entry = (
+                    kinds[changed_at],
+                    deadlines[changed_at],
+                    entries[changed_at],
+                )
+            if deadline >= watermark:
+                if kind != _PENDING:  # joined, or a label is already waiting
+                    counts.duplicate_labels += 1
+                    continue
+                # A stored pending prediction: join them.
+                profile = model.profiles[found_profile[at]]
+                if profile.kind == _INTERNED:
+                    prediction = cast(Label, profile.value)
+                elif profile.kind == _FLOAT:
+                    prediction = found_value[at]
+                else:
+                    prediction = int(found_value[at])
+                names = profile.names
+                window, prediction_time_us = found_window[at], found_time[at]
+                model.released_pending.append(found_ref[at])
+                profile.counts.joined += 1
+                if repeats:
+                    changed[key] = at
+                kinds[at] = _JOINED
+                deadlines[at] = deadline
+                entries[at] = entry
+                windows[at] = window
                 pairs.append(
-                    JoinedPair(
-                        prediction_id,
-                        model_id,
-                        pending.version,
-                        pending.segment,
-                        pending.prediction,
-                        None
-                        if names is None or values is None
-                        else dict(zip(names, values, strict=False)),
-                        pending.time_us,
+                    _new_pair(
+                        event.prediction_id,
+                        event.model_id,
+                        profile.version,
+                        profile.segment,
+                        prediction,
+                        None if names is None else dict(zip(names, found_scores[at], strict=False)),
+                        prediction_time_us,
                         event.label,
                         time_us,
-                        pending.window.window_start_us,
-                        (time_us - pending.time_us) / _US_PER_S,
+                        model.window_start[window],
+                        (time_us - prediction_time_us) / _US_PER_S,
                     )
                 )
-            elif prediction_id in model.held or prediction_id in model.orphans:
-                counts.duplicate_labels += 1
-            else:
-                expiry_us = max(self._watermark_us, time_us) + model.orphan_ttl_us
-                model.orphans[prediction_id] = _Orphan(event.label, time_us, expiry_us)
-                heapq.heappush(model.orphan_heap, (expiry_us, prediction_id))
-                self._next_due_us = min(self._next_due_us, expiry_us)
+                continue
+            if kind != _ABSENT:  # expired earlier in this batch, replaced now
+                self._retire(model, batch, at, changed_at)
+            expiry_us = max(watermark, time_us) + model.orphan_ttl_us
+            if repeats:
+                changed[key] = at
+            kinds[at] = _NEW_ORPHAN
+            deadlines[at] = expiry_us
+            entries[at] = entry
+            times[at] = time_us
+            labels[at] = event.label
+            next_due = min(next_due, expiry_us)
+        self._label_max_us = label_max
+        self._watermark_us = watermark
+        self._next_due_us = next_due
+        self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
         return pairs
+
+    @staticmethod
+    def _retire(model: _ModelJoin, batch: _Batch, at: int, changed_at: int | None) -> None:
+        """Count an entry whose deadline passed earlier in the batch, now replaced.
+
+        Left alone, it would be counted when the batch ends; replaced, it is
+        counted here, as if it had expired at once.
+        """
+        found = batch.found
+        kind = found.column("kind")[at] if changed_at is None else batch.changes["kind"][changed_at]
+        if kind == _PENDING:
+            model.profiles[found.column("profile")[at]].counts.unlabelled += 1
+            model.released_pending.append(found.column("ref")[at])
+        elif kind == _ORPHAN:
+            model.label_counts.orphan_labels += 1
+            model.released_orphans.append(found.column("ref")[at])
+        elif kind == _NEW_PENDING:
+            assert changed_at is not None
+            model.profiles[batch.changes["profile"][changed_at]].counts.unlabelled += 1
+        elif kind == _NEW_ORPHAN:
+            model.label_counts.orphan_labels += 1
+
+    def _lookup(
+        self, events: Sequence[PredictionEvent] | Sequence[LabelEvent], model_ids: set[str]
+    ) -> _Batch:
+        """Hash the batch's ids and read what each model holds under them, in bulk."""
+        count = len(events)
+        ids = list(map(_prediction_id_of, events))
+        ordered = sorted(model_ids)
+        models = [self._model(model_id) for model_id in ordered]
+        if len(models) <= 1:
+            hashes = _prediction_id_hashes(ids)
+            keys = hashes.tolist()
+            parts: list[_LookupPart] = [(model, None, model.lookup(hashes)) for model in models]
+        else:
+            hashes = np.empty(count, np.uint64)
+            keys = [0] * count
+            parts = []
+            groups: dict[str, list[int]] = {model_id: [] for model_id in ordered}
+            for position, event in enumerate(events):
+                groups[event.model_id].append(position)
+            for model, (model_id, positions) in zip(models, groups.items(), strict=True):
+                mine = np.asarray(positions, np.int64)
+                hashes[mine] = _prediction_id_hashes([ids[p] for p in positions])
+                bits = self._model_bits[model_id]
+                for position, key in zip(positions, hashes[mine].tolist(), strict=True):
+                    keys[position] = key | bits
+                parts.append((model, mine, model.lookup(hashes[mine])))
+        return _Batch(hashes, keys, _Found(count, parts), models)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write what the batch changed to the columns, then expire what is due."""
+        for model in batch.models:
+            model.release_rows()  # first, so that new rows reuse them
+        final = batch.final_changes()
+        if final.size:
+            columns = {
+                name: np.fromiter(values, np.int64, len(values))
+                for name, values in batch.changes.items()
+                if name in ("kind", "entry", "window", "time", "profile")
+            }
+            for model, positions, _ in batch.found.parts:
+                if positions is None:
+                    mine = final
+                else:
+                    member = np.zeros(len(batch.keys), bool)
+                    member[positions] = True
+                    mine = final[member[final]]
+                if mine.size:
+                    model.apply(batch, columns, mine)
+        if self._watermark_us > self._next_due_us:
+            self._expire_due()
 
     def expire(self, now_event_time: datetime) -> None:
         """Advance the watermark to ``now_event_time`` (if later) and expire what is due.
@@ -804,15 +1902,17 @@ class JoinState:
         events: Sequence[PredictionEvent] | Sequence[LabelEvent],
         offsets: Sequence[int],
         topic: str,
-    ) -> int:
+    ) -> tuple[int, set[str]]:
+        """The first offset to apply, and the batch's model ids; refuses unknown models."""
         if len(events) != len(offsets):
             raise JoinError(
                 f"{len(events)} events but {len(offsets)} offsets for {topic}; "
                 "give one offset per event"
             )
         start = self._offsets.get(topic, 0)
-        if not set(map(_model_id_of, events)).difference(self._policies):
-            return start
+        model_ids = set(map(_model_id_of, events))
+        if not model_ids.difference(self._policies):
+            return start, model_ids
         # Some model is unknown: refuse the batch only if such an event would be applied.
         next_expected = start
         unknown: set[str] = set()
@@ -828,7 +1928,7 @@ class JoinState:
                 f"no join policy for model(s) {', '.join(sorted(unknown))} on {topic} "
                 f"partition {self._partition}; known models: {known}"
             )
-        return start
+        return start, model_ids
 
     def _record_offset(self, topic: str, next_expected: int, next_offset: int | None) -> None:
         if next_offset is not None:
@@ -839,6 +1939,7 @@ class JoinState:
     def _model(self, model_id: str) -> _ModelJoin:
         model = self._models.get(model_id)
         if model is None:
+            self._model_bits[model_id] = len(self._models) << 64
             self._models[model_id] = model = _ModelJoin(self._policies.get(model_id))
         return model
 
@@ -846,25 +1947,8 @@ class JoinState:
         watermark = self._watermark_us
         next_due = _NOTHING_DUE
         for model in self._models.values():
-            window_heap = model.window_heap
-            while window_heap and window_heap[0][0] < watermark:
-                deadline_us, window_start_us = heapq.heappop(window_heap)
-                window = model.windows.pop((window_start_us, deadline_us))
-                if window is model.last_window:
-                    model.last_window = None
-                for prediction_id in window.ids:
-                    pending = model.held.pop(prediction_id)
-                    if pending is not None:
-                        model.pending_count -= 1
-                        model.counts[pending.version].unlabelled += 1
-            orphan_heap = model.orphan_heap
-            while orphan_heap and orphan_heap[0][0] < watermark:
-                expiry_us, prediction_id = heapq.heappop(orphan_heap)
-                orphan = model.orphans.get(prediction_id)
-                # Entries of orphans joined since are left in the heap and skipped here.
-                if orphan is not None and orphan.expiry_us == expiry_us:
-                    del model.orphans[prediction_id]
-                    model.label_counts.orphan_labels += 1
+            if model.next_due() < watermark:
+                model.expire(watermark)
             next_due = min(next_due, model.next_due())
         self._next_due_us = next_due
 
@@ -875,74 +1959,30 @@ class JoinState:
 
         The newest event time of each topic is stored with the watermark, so
         a restored state moves its watermark as the uninterrupted one would.
-        The ids of a window are written in a canonical order (joined ids by
-        id, pending predictions by time then id), not in arrival order, which
-        a restore cannot rebuild: equal states write equal bytes.
+        Entries are written in the order of their keys and the tables
+        (windows, profiles, label values) in a canonical order, so equal
+        states write equal bytes whatever order their ids arrived in.
 
-        The layout is ``CHECKPOINT_MAGIC``, one format-version byte, then
-        zlib-compressed JSON with one column per field, times relative to
-        their window start, and tables of the versions, segments and score
-        class names of each model.  Measured: 35–46 bytes per pending
-        prediction (a 36-character random id, its time, two scores, a segment),
-        about 14 per joined id or orphan label; 0.15–0.3 s to write 100 k
-        pending predictions.  The cost is O(state): checkpoint every few
-        batches rather than every batch, and on restore consume from
-        :attr:`applied_offsets` (records below are skipped, so a replay is
-        harmless).
+        The layout is ``CHECKPOINT_MAGIC``, one format-version byte, the
+        length of a zlib-compressed JSON header (4 bytes, little endian), the
+        header (offsets, counters, tables, and the type and length of every
+        column), then the columns as raw little-endian arrays: per model, the
+        keys of joined ids, pending predictions and orphan labels and their
+        fields, times relative to their window start, codes in the narrowest
+        integer type that holds them.  The columns are not compressed: keys
+        and scores hardly compress, and zlib ran at 56 MB/s on the development
+        machine, far slower than writing them.  Measured: 9 bytes per joined
+        id and 30–34 per pending prediction with two class scores; 0.08–0.11 s
+        to write or to read a million held ids (``benchmarks/join_memory.py``).
+        On restore, consume from :attr:`applied_offsets` (records below are
+        skipped, so a replay is harmless).
         """
-        models = []
-        for model_id, model in self._models.items():
-            tables = _Tables()
-            windows = []
-            for deadline_us, window_start_us in sorted(model.window_heap):
-                window = model.windows[(window_start_us, deadline_us)]
-                joined: list[str] = []
-                held: list[tuple[str, _Pending]] = []
-                for pid in window.ids:
-                    pending = model.held[pid]
-                    if pending is None:
-                        joined.append(pid)
-                    else:
-                        held.append((pid, pending))
-                # Canonical order, so equal states write equal bytes: a window's ids
-                # only expire together, so their order changes nothing, but it is
-                # arrival order here and joined-then-pending after a restore.  Pending
-                # entries by time (then id) keep the time column compressible.
-                joined.sort()
-                held.sort(key=_pending_order)
-                windows.append(
-                    {
-                        "start": window_start_us,
-                        "deadline": deadline_us,
-                        "joined": joined,
-                        "ids": [pid for pid, _ in held],
-                        "version": [tables.version(p.version) for _, p in held],
-                        "segment": [tables.segment(p.segment) for _, p in held],
-                        "prediction": _encode_values([p.prediction for _, p in held]),
-                        "names": [tables.names(p.score_names) for _, p in held],
-                        "scores": [p.score_values for _, p in held],
-                        "time": [p.time_us - window_start_us for _, p in held],
-                    }
-                )
-            orphans = model.orphans
-            models.append(
-                {
-                    "model_id": model_id,
-                    "versions": tables.versions,
-                    "segments": tables.segments,
-                    "score_names": tables.score_names,
-                    "windows": windows,
-                    "orphans": {
-                        "ids": list(orphans),
-                        "label": _encode_values([o.label for o in orphans.values()]),
-                        "time": [o.time_us for o in orphans.values()],
-                        "expiry": [o.expiry_us for o in orphans.values()],
-                    },
-                    "counters": [[v, c.values()] for v, c in model.counts.items()],
-                    "label_counters": model.label_counts.values(),
-                }
-            )
-        payload = {
+        writer = _ColumnWriter()
+        models = [
+            _write_model(model_id, self._models[model_id], writer)
+            for model_id in sorted(self._models)
+        ]
+        header = {
             "partition": self._partition,
             "predictions_topic": self._predictions_topic,
             "labels_topic": self._labels_topic,
@@ -950,18 +1990,23 @@ class JoinState:
             "prediction_max": self._prediction_max_us,
             "label_max": self._label_max_us,
             "max_skew": self._max_skew_us,
-            "offsets": self._offsets,
+            "offsets": dict(sorted(self._offsets.items())),
             "models": models,
         }
-        return (
-            CHECKPOINT_MAGIC
-            + bytes([CHECKPOINT_VERSION])
-            + zlib.compress(orjson.dumps(payload), _ZLIB_LEVEL)
+        compressed = zlib.compress(orjson.dumps(header), _ZLIB_LEVEL)
+        return b"".join(
+            (
+                CHECKPOINT_MAGIC,
+                bytes([CHECKPOINT_VERSION]),
+                struct.pack("<I", len(compressed)),
+                compressed,
+                *writer.blobs,
+            )
         )
 
     @classmethod
     def from_bytes(cls, data: bytes, policies: Mapping[str, JoinPolicy]) -> JoinState:
-        """Restore a state written by :meth:`to_bytes`.
+        """Restore a state written by :meth:`to_bytes` (format 2, or format 1 from before).
 
         Parameters
         ----------
@@ -971,10 +2016,11 @@ class JoinState:
             Policies for events applied from now on (held entries keep their
             stored deadlines).
 
-        A checkpoint written before the newest time of each topic was stored
-        restores both as its watermark: the watermark then waits until both
-        topics pass it (or one passes it by ``max_skew_s``).  The state gets
-        the default ``max_skew_s``.
+        A format-1 checkpoint holds the id strings; they are hashed on
+        restore.  One written before the newest time of each topic was
+        stored restores both as its watermark: the watermark then waits until
+        both topics pass it (or one passes it by ``max_skew_s``).  The state
+        gets the default ``max_skew_s``.
 
         Raises
         ------
@@ -987,135 +2033,443 @@ class JoinState:
                 f"not a driftline join checkpoint (expected it to start with {CHECKPOINT_MAGIC!r})"
             )
         version = data[header]
-        if version != CHECKPOINT_VERSION:
+        if version not in (1, CHECKPOINT_VERSION):
             raise CheckpointError(
                 f"join checkpoint format version {version} is not supported; "
-                f"this driftline reads version {CHECKPOINT_VERSION}"
+                f"this driftline reads versions 1 and {CHECKPOINT_VERSION}"
             )
         try:
-            payload = orjson.loads(zlib.decompress(data[header + 1 :]))
-            return cls._restore(payload, policies)
+            if version == 1:
+                return cls._restore_v1(orjson.loads(zlib.decompress(data[header + 1 :])), policies)
+            return cls._restore(memoryview(data)[header + 1 :], policies)
         except CheckpointError:
             raise
-        except (zlib.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (
+            zlib.error,
+            struct.error,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+        ) as exc:
             raise CheckpointError(
                 f"damaged join checkpoint (format {version}): {type(exc).__name__}: {exc}"
             ) from exc
 
     @classmethod
-    def _restore(cls, payload: dict[str, Any], policies: Mapping[str, JoinPolicy]) -> JoinState:
+    def _restore_header(
+        cls, payload: dict[str, Any], policies: Mapping[str, JoinPolicy]
+    ) -> JoinState:
         state = cls(
             payload["partition"],
             policies,
             predictions_topic=payload["predictions_topic"],
             labels_topic=payload["labels_topic"],
         )
-        state._watermark_us = payload["watermark"]
-        state._prediction_max_us = payload.get("prediction_max", payload["watermark"])
-        state._label_max_us = payload.get("label_max", payload["watermark"])
+        state._watermark_us = int(payload["watermark"])
+        state._prediction_max_us = int(payload.get("prediction_max", payload["watermark"]))
+        state._label_max_us = int(payload.get("label_max", payload["watermark"]))
         state._max_skew_us = int(payload.get("max_skew", state._max_skew_us))
         state._offsets = {str(topic): int(offset) for topic, offset in payload["offsets"].items()}
+        return state
+
+    @classmethod
+    def _restore(cls, data: memoryview, policies: Mapping[str, JoinPolicy]) -> JoinState:
+        (size,) = struct.unpack_from("<I", data)
+        payload = orjson.loads(zlib.decompress(data[4 : 4 + size]))
+        state = cls._restore_header(payload, policies)
+        reader = _ColumnReader(data, 4 + size)
         for stored in payload["models"]:
             model = state._model(stored["model_id"])
-            # Counters first: the version cache below hands out these objects.
-            for version, values in stored["counters"]:
-                model.counts[str(version)] = _Counts.restore(values)
-            model.label_counts = _Counts.restore(stored["label_counters"])
-            versions = [model.version(v)[0] for v in stored["versions"]]
-            segments = [model.segment(s) for s in stored["segments"]]
-            names = [None if n is None else model.names(tuple(n)) for n in stored["score_names"]]
-            for item in stored["windows"]:
-                window = model.window(item["start"], item["deadline"])
-                window.ids.extend(item["joined"])
-                model.held.update(dict.fromkeys(item["joined"]))
-                window.ids.extend(item["ids"])
-                start = window.window_start_us
-                for pid, v, s, prediction, n, scores, offset_us in zip(
-                    item["ids"],
-                    item["version"],
-                    item["segment"],
-                    _decode_values(item["prediction"]),
-                    item["names"],
-                    item["scores"],
-                    item["time"],
-                    strict=True,
-                ):
-                    model.pending_count += 1
-                    model.held[pid] = _Pending(
-                        window,
-                        versions[v],
-                        segments[s],
-                        prediction,
-                        names[n],
-                        None if scores is None else tuple(scores),
-                        start + offset_us,
-                    )
-            orphans = stored["orphans"]
-            for pid, label, time_us, expiry_us in zip(
-                orphans["ids"],
-                _decode_values(orphans["label"]),
-                orphans["time"],
-                orphans["expiry"],
-                strict=True,
-            ):
-                model.orphans[pid] = _Orphan(label, time_us, expiry_us)
-                model.orphan_heap.append((expiry_us, pid))
-            heapq.heapify(model.orphan_heap)
+            _restore_counters(model, stored)
+            _read_model(model, stored, reader)
+        reader.finish()
+        state._next_due_us = min(
+            (model.next_due() for model in state._models.values()), default=_NOTHING_DUE
+        )
+        return state
+
+    @classmethod
+    def _restore_v1(cls, payload: dict[str, Any], policies: Mapping[str, JoinPolicy]) -> JoinState:
+        state = cls._restore_header(payload, policies)
+        for stored in payload["models"]:
+            model = state._model(stored["model_id"])
+            _restore_counters(model, stored)
+            _read_model_v1(model, stored)
         state._next_due_us = min(
             (model.next_due() for model in state._models.values()), default=_NOTHING_DUE
         )
         return state
 
 
-class _Tables:
-    """Distinct versions, segments and score-name tuples of one model, by row."""
+# ------------------------------------------------------------------ checkpoint io
+
+
+class _ColumnWriter:
+    """Raw little-endian arrays of a checkpoint, with their names, types and shapes."""
 
     def __init__(self) -> None:
-        self.versions: list[str] = []
-        self.segments: list[dict[str, str] | None] = []
-        self.score_names: list[tuple[str, ...] | None] = []
-        self._version_rows: dict[str, int] = {}
-        self._segment_rows: dict[tuple[tuple[str, str], ...] | None, int] = {}
-        # Segments are interned, so most lookups hit by identity without hashing items.
-        self._segment_ids: dict[int, int] = {}
-        self._keep: list[Mapping[str, str] | None] = []
-        self._names_rows: dict[tuple[str, ...] | None, int] = {}
+        self.blobs: list[bytes] = []
+        self.specs: list[list[Any]] = []
 
-    def version(self, version: str) -> int:
-        row = self._version_rows.get(version)
-        if row is None:
-            row = self._version_rows[version] = len(self.versions)
-            self.versions.append(version)
-        return row
+    def add(self, name: str, values: NDArray[Any]) -> None:
+        array = np.ascontiguousarray(values, values.dtype.newbyteorder("<"))
+        self.specs.append([name, array.dtype.str, list(array.shape)])
+        self.blobs.append(array.tobytes())
 
-    def segment(self, segment: Mapping[str, str] | None) -> int:
-        row = self._segment_ids.get(id(segment))
-        if row is not None:
-            return row
-        key = None if segment is None else tuple(segment.items())
-        row = self._segment_rows.get(key)
-        if row is None:
-            row = self._segment_rows[key] = len(self.segments)
-            self.segments.append(None if key is None else dict(key))
-        self._segment_ids[id(segment)] = row
-        self._keep.append(segment)  # keeps id() unique while the table lives
-        return row
-
-    def names(self, names: tuple[str, ...] | None) -> int:
-        row = self._names_rows.get(names)
-        if row is None:
-            row = self._names_rows[names] = len(self.score_names)
-            self.score_names.append(names)
-        return row
+    def take(self) -> list[list[Any]]:
+        """The specs added since the last call."""
+        specs, self.specs = self.specs, []
+        return specs
 
 
-def _pending_order(item: tuple[str, _Pending]) -> tuple[int, str]:
-    return item[1].time_us, item[0]
+class _ColumnReader:
+    """Reads the arrays a :class:`_ColumnWriter` wrote, in order, without copying."""
+
+    def __init__(self, data: memoryview, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def read(self, spec: list[Any]) -> NDArray[Any]:
+        name, dtype_name, shape = spec
+        dtype = np.dtype(dtype_name)
+        if dtype.kind not in "uif" or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise CheckpointError(f"column {name!r} has a bad type or shape: {spec!r}")
+        count = math.prod(shape)
+        end = self.offset + count * dtype.itemsize
+        if end > len(self.data):
+            raise CheckpointError(f"join checkpoint truncated in column {name!r}")
+        array = np.frombuffer(self.data, dtype, count, self.offset).reshape(shape)
+        self.offset = end
+        return array
+
+    def columns(self, specs: list[list[Any]]) -> dict[str, NDArray[Any]]:
+        return {str(spec[0]): self.read(spec) for spec in specs}
+
+    def finish(self) -> None:
+        if self.offset != len(self.data):
+            raise CheckpointError(
+                f"join checkpoint has {len(self.data) - self.offset} bytes after its last column"
+            )
 
 
-def _encode_values(values: list[Label]) -> list[Any]:
+def _narrow(values: NDArray[np.int64]) -> NDArray[Any]:
+    """The integers in the smallest type that holds them all."""
+    if not values.size:
+        return values.astype(np.uint8)
+    low, high = int(values.min()), int(values.max())
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return values.astype(dtype)
+    return values.astype(np.int64)
+
+
+def _used(codes: NDArray[np.int64], size: int) -> list[int]:
+    if not codes.size:
+        return []
+    used: list[int] = np.flatnonzero(np.bincount(codes, minlength=size)).tolist()
+    return used
+
+
+def _encode_profile(profile: _Profile) -> list[Any]:
+    return [
+        profile.version,
+        None if profile.segment is None else dict(profile.segment),
+        None if profile.names is None else list(profile.names),
+        profile.kind,
+        None if profile.kind != _INTERNED else _encode_value(profile.value),
+    ]
+
+
+def _profile_key(stored: list[Any]) -> ProfileKey:
+    version, segment, names, kind, value = stored
+    if kind == _INTERNED:
+        interned: Label | None = _decode_value(value)
+        prediction_type: type = type(interned)
+    elif kind in (_FLOAT, _INT):
+        interned, prediction_type = None, float if kind == _FLOAT else int
+    else:
+        raise CheckpointError(f"unknown prediction kind {kind!r} in a profile")
+    return (
+        str(version),
+        None if segment is None else tuple((str(k), str(v)) for k, v in segment.items()),
+        None if names is None else tuple(str(name) for name in names),
+        prediction_type,
+        interned,
+    )
+
+
+def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dict[str, Any]:
+    """Header of one model; its columns go to ``writer``, entries in key order."""
+    entries = model.entries
+    rows = model.index.rows()
+    keys = entries["key"][rows]
+    order = np.argsort(keys, kind="stable")  # slot order is nearly key order: fast
+    keys = keys[order]
+    tags = entries["tag"][rows[order]]
+    kinds, refs = tags & 3, tags >> 2
+    joined = np.flatnonzero(kinds == _JOINED)
+    pending = np.flatnonzero(kinds == _PENDING)
+    orphan = np.flatnonzero(kinds == _ORPHAN)
+    joined_windows = refs[joined]
+    pending_rows = refs[pending]
+    store = model.pending
+    pending_windows = store["window"][pending_rows]
+
+    window_count = len(model.window_start)
+    window_use = np.bincount(joined_windows, minlength=window_count)
+    window_use += np.bincount(pending_windows, minlength=window_count)
+    windows = sorted(
+        np.flatnonzero(window_use).tolist(),
+        key=lambda code: (model.window_deadline[code], model.window_start[code]),
+    )
+    window_remap = _remap(windows, window_count)
+    starts = np.asarray(model.window_start or [0], np.int64)
+
+    profile_codes = store["profile"][pending_rows]
+    used = _used(profile_codes, len(model.profiles))
+    encoded = {code: _encode_profile(model.profiles[code]) for code in used}
+    profiles = sorted(used, key=lambda code: orjson.dumps(encoded[code]))
+    profile_remap = _remap(profiles, len(model.profiles))
+    width = max((len(model.profiles[code].names or ()) for code in used), default=0)
+    numeric = any(model.profiles[code].kind != _INTERNED for code in used)
+
+    orphans = model.orphans
+    orphan_rows = refs[orphan]
+    label_codes = orphans["code"][orphan_rows].astype(np.int64)
+    interned = label_codes >= 0
+    used = _used(label_codes[interned], len(model.values))
+    encoded_values = {code: _encode_value(model.values[code]) for code in used}
+    values = sorted(used, key=lambda code: orjson.dumps(encoded_values[code]))
+    value_remap = _remap(values, len(model.values))
+    if value_remap is not None:
+        label_codes[interned] = value_remap[label_codes[interned]]
+    orphan_times = orphans["time"][orphan_rows]
+
+    def codes(values: NDArray[Any], remap: NDArray[np.int64] | None, count: int) -> NDArray[Any]:
+        dtype = np.uint8 if count <= 2**8 else np.uint16 if count <= 2**16 else np.int32
+        return (values if remap is None else remap[values]).astype(dtype)
+
+    writer.add("joined_key", keys[joined])
+    writer.add("joined_window", codes(joined_windows, window_remap, len(windows)))
+    writer.add("pending_key", keys[pending])
+    writer.add("pending_window", codes(pending_windows, window_remap, len(windows)))
+    writer.add("pending_time", _narrow(store["time"][pending_rows] - starts[pending_windows]))
+    writer.add("pending_profile", codes(profile_codes, profile_remap, len(profiles)))
+    if numeric:
+        writer.add("pending_pred", store["pred"][pending_rows])
+    if width:
+        writer.add("pending_scores", store["scores"][pending_rows, :width])
+    writer.add("orphan_key", keys[orphan])
+    writer.add("orphan_label", orphans["label"][orphan_rows])
+    writer.add("orphan_code", _narrow(label_codes))
+    writer.add("orphan_time", orphan_times)
+    writer.add("orphan_expiry", _narrow(orphans["expiry"][orphan_rows] - orphan_times))
+    return {
+        "model_id": model_id,
+        "counters": [[v, c.values()] for v, c in sorted(model.counts.items())],
+        "label_counters": model.label_counts.values(),
+        "windows": [[model.window_start[c], model.window_deadline[c]] for c in windows],
+        "profiles": [encoded[code] for code in profiles],
+        "values": [encoded_values[code] for code in values],
+        "columns": writer.take(),
+    }
+
+
+def _remap(ordered: list[int], size: int) -> NDArray[np.int64] | None:
+    """Old code → position in ``ordered``; None when every code keeps its number."""
+    if ordered == list(range(len(ordered))):
+        return None
+    remap = np.zeros(max(size, 1), np.int64)
+    remap[ordered] = np.arange(len(ordered))
+    return remap
+
+
+def _restore_counters(model: _ModelJoin, stored: Mapping[str, Any]) -> None:
+    # Counters first: profiles and the version cache hand out these objects.
+    for version, values in stored["counters"]:
+        model.counts[str(version)] = _Counts.restore(values)
+    model.label_counts = _Counts.restore(stored["label_counters"])
+
+
+def _read_model(model: _ModelJoin, stored: Mapping[str, Any], reader: _ColumnReader) -> None:
+    columns = reader.columns(stored["columns"])
+    windows = np.asarray(
+        [model.window(int(start), int(deadline)) for start, deadline in stored["windows"]],
+        np.int64,
+    )
+    starts = np.asarray([int(start) for start, _ in stored["windows"]], np.int64)
+    profiles = np.asarray([model.profile(_profile_key(p)) for p in stored["profiles"]], np.int64)
+    values = np.asarray([model.label_code(_decode_value(v))[1] for v in stored["values"]], np.int64)
+    pending_window = columns["pending_window"].astype(np.int64)
+    codes = columns["orphan_code"].astype(np.int64)
+    interned = codes >= 0
+    codes[interned] = values[codes[interned]]
+    orphan_time = columns["orphan_time"].astype(np.int64)
+    count = pending_window.size
+    pred = columns.get("pending_pred")
+    scores = columns.get("pending_scores")
+    _load_model(
+        model,
+        joined=(columns["joined_key"], windows[columns["joined_window"].astype(np.int64)]),
+        pending=(
+            columns["pending_key"],
+            windows[pending_window],
+            starts[pending_window] + columns["pending_time"].astype(np.int64),
+            profiles[columns["pending_profile"].astype(np.int64)],
+            np.zeros(count) if pred is None else pred,
+            np.zeros((count, 0)) if scores is None else scores,
+        ),
+        orphans=(
+            columns["orphan_key"],
+            columns["orphan_label"],
+            codes,
+            orphan_time,
+            orphan_time + columns["orphan_expiry"].astype(np.int64),
+        ),
+    )
+
+
+def _read_model_v1(model: _ModelJoin, stored: Mapping[str, Any]) -> None:
+    """Load a model of a format-1 checkpoint, which holds ids, not hashes."""
+    versions = [str(v) for v in stored["versions"]]
+    segments = [None if s is None else tuple(s.items()) for s in stored["segments"]]
+    names = [None if n is None else tuple(n) for n in stored["score_names"]]
+    joined_ids: list[str] = []
+    joined_windows: list[int] = []
+    pending_ids: list[str] = []
+    pending: list[tuple[int, int, int, float, list[float] | None]] = []
+    for item in stored["windows"]:
+        start = int(item["start"])
+        window = model.window(start, int(item["deadline"]))
+        joined_ids += item["joined"]
+        joined_windows += [window] * len(item["joined"])
+        pending_ids += item["ids"]
+        for v, s, prediction, n, scores, offset_us in zip(
+            item["version"],
+            item["segment"],
+            _decode_values(item["prediction"]),
+            item["names"],
+            item["scores"],
+            item["time"],
+            strict=True,
+        ):
+            interned, value = _prediction_parts(prediction)
+            key = (versions[v], segments[s], names[n], type(prediction), interned)
+            profile = model.profile(key)
+            pending.append((window, start + offset_us, profile, value, scores))
+    width = model.score_width
+    scores_block = np.full((len(pending), width), np.nan)
+    for at, (*_, scores) in enumerate(pending):
+        if scores:
+            scores_block[at, : len(scores)] = scores
+    orphans = stored["orphans"]
+    coded = [model.label_code(label) for label in _decode_values(orphans["label"])]
+    _load_model(
+        model,
+        joined=(_prediction_id_hashes(joined_ids), np.asarray(joined_windows, np.int64)),
+        pending=(
+            _prediction_id_hashes(pending_ids),
+            np.asarray([p[0] for p in pending], np.int64),
+            np.asarray([p[1] for p in pending], np.int64),
+            np.asarray([p[2] for p in pending], np.int64),
+            np.asarray([p[3] for p in pending], np.float64),
+            scores_block,
+        ),
+        orphans=(
+            _prediction_id_hashes(orphans["ids"]),
+            np.asarray([value for value, _ in coded], np.float64),
+            np.asarray([code for _, code in coded], np.int64),
+            np.asarray(orphans["time"], np.int64),
+            np.asarray(orphans["expiry"], np.int64),
+        ),
+    )
+
+
+def _load_model(
+    model: _ModelJoin,
+    *,
+    joined: tuple[NDArray[Any], NDArray[np.int64]],
+    pending: tuple[
+        NDArray[Any],
+        NDArray[np.int64],
+        NDArray[np.int64],
+        NDArray[np.int64],
+        NDArray[Any],
+        NDArray[Any],
+    ],
+    orphans: tuple[
+        NDArray[Any], NDArray[Any], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]
+    ],
+) -> None:
+    """Fill an empty model with entries (each group given in any order)."""
+    joined_keys, joined_windows = joined
+    pending_keys, pending_windows, pending_times, pending_profiles, pending_preds, scores = pending
+    orphan_keys, labels, codes, orphan_times, expiries = orphans
+    keys = np.concatenate((joined_keys, pending_keys, orphan_keys)).astype(np.uint64)
+    rows = model.entries.allocate(keys.size)  # joined, then pending, then orphans
+    first_pending, first_orphan = joined_keys.size, joined_keys.size + pending_keys.size
+    tags = np.empty(keys.size, np.int64)
+    tags[:first_pending] = (joined_windows << 2) | _JOINED
+    store = model.pending
+    pending_rows = store.allocate(pending_keys.size)
+    store["window"][pending_rows] = pending_windows
+    store["time"][pending_rows] = pending_times
+    store["profile"][pending_rows] = pending_profiles
+    if "pred" in store.columns:
+        store["pred"][pending_rows] = pending_preds
+    if model.score_width:
+        block = np.full((pending_rows.size, model.score_width), np.nan)
+        block[:, : scores.shape[1]] = scores
+        store["scores"][pending_rows] = block
+    tags[first_pending:first_orphan] = pending_rows << 2
+    orphan_rows = model.orphans.allocate(orphan_keys.size)
+    model.orphans["entry"][orphan_rows] = rows[first_orphan:]
+    model.orphans["label"][orphan_rows] = labels
+    model.orphans["code"][orphan_rows] = codes
+    model.orphans["time"][orphan_rows] = orphan_times
+    model.orphans["expiry"][orphan_rows] = expiries
+    tags[first_orphan:] = (orphan_rows << 2) | _ORPHAN
+    model.entries["key"][rows] = keys
+    model.entries["tag"][rows] = tags
+    model.orphan_due = int(expiries.min()) if expiries.size else _NOTHING_DUE
+    order = np.argsort(keys, kind="stable")  # each group is sorted: a merge, fast
+    keys, rows = keys[order], rows[order]
+    repeated = np.flatnonzero(keys[1:] == keys[:-1]) + 1
+    if repeated.size:
+        # Two ids with one hash (only a format-1 checkpoint can hold them): the
+        # later one goes, counted as a duplicate.
+        for row in sorted(rows[repeated].tolist(), reverse=True):
+            tag = model.entries["tag"].item(row)
+            if tag & 3 == _PENDING:
+                profile = model.pending["profile"].item(tag >> 2)
+                model.profiles[profile].counts.duplicate_predictions += 1
+                model.pending.release(np.asarray([tag >> 2]))
+            elif tag & 3 == _ORPHAN:
+                model.label_counts.duplicate_labels += 1
+                model.orphans.release(np.asarray([tag >> 2]))
+        keep = np.ones(keys.size, bool)
+        keep[repeated] = False
+        model.entries.release(rows[repeated])
+        keys, rows = keys[keep], rows[keep]
+    model.index = _Index.build(keys, rows, _Index.size_for(keys.size))
+
+
+def _encode_value(value: Label | None) -> Any:
     # JSON numbers beyond 64 bits (valid in an event) travel as ["int", "digits"].
-    return [["int", str(v)] if type(v) is int and v not in _INT64 else v for v in values]
+    return ["int", str(value)] if type(value) is int and value not in _INT64 else value
+
+
+def _decode_value(value: Any) -> Label:
+    if type(value) is list:
+        if len(value) != 2 or value[0] != "int":
+            raise CheckpointError(f"bad value {value!r} in a join checkpoint")
+        return int(value[1])
+    if not isinstance(value, bool | int | float | str):
+        raise CheckpointError(f"bad value {value!r} in a join checkpoint")
+    return value
 
 
 def _decode_values(values: list[Any]) -> Iterator[Label]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -28,7 +29,17 @@ from streams.decode import DecodedBatch, RawMessage, decode_labels, decode_predi
 from streams.join import JoinPolicy, JoinState
 from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_MAGIC = b"DLPC"
+"""First bytes of a partition checkpoint (format 2 on)."""
+
+CHECKPOINT_FORMAT = 2
+"""Format written by :meth:`PartitionProcessor.to_bytes` (the byte after the magic).
+
+Format 1 (zlib-compressed JSON holding the join's checkpoint in hex, no magic)
+is still read.
+"""
+
+_FRAME = struct.Struct("<IQ")  # lengths of the header and of the join's checkpoint
 
 EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
 _offset_of = attrgetter("offset")
@@ -43,6 +54,10 @@ class BatchResult:
     watermark_us: int | None = None
     predictions: int = 0
     labels: int = 0
+
+
+class PartitionCheckpointError(ValueError):
+    """A partition checkpoint that cannot be read (unknown format, damaged, other partition)."""
 
 
 class PartitionProcessor:
@@ -160,12 +175,13 @@ class PartitionProcessor:
         result.dead_letters.extend(letters)
         # Duplicates (an id already held by the join, or seen earlier in this
         # batch) are counted by the join and kept out of the drift windows.
+        # One lookup of the whole batch: a per-event lookup costs microseconds.
         batch_ids: set[tuple[str, str]] = set()
         unique_predictions: list[PredictionEvent] = []
-        held = self.join.has_prediction
-        for event in predictions:
+        held = self.join.held_predictions(predictions)
+        for event, is_held in zip(predictions, held, strict=True):
             identity = (event.model_id, event.prediction_id)
-            if identity in batch_ids or held(*identity):
+            if is_held or identity in batch_ids:
                 continue
             batch_ids.add(identity)
             unique_predictions.append(event)
@@ -230,28 +246,112 @@ class PartitionProcessor:
         self.windows.count_dead_letter(model_id, version, int(moment.timestamp() * 1_000_000))
 
     def to_bytes(self) -> bytes:
-        """Checkpoint: join state, open windows, offsets."""
-        document = {
-            "format": CHECKPOINT_FORMAT,
-            "partition": self.partition,
-            "join": self.join.to_bytes().hex(),
-            "windows": self.windows.snapshot(),
-        }
-        return zlib.compress(orjson.dumps(document), 1)
+        """Checkpoint: join state, open windows, offsets.
+
+        The layout is ``CHECKPOINT_MAGIC``, one format byte, the lengths of
+        the header and of the join's checkpoint (4 and 8 bytes, little
+        endian), the header (zlib-compressed JSON: partition and open
+        windows), then the join's own checkpoint as it is
+        (:meth:`JoinState.to_bytes`): mostly raw arrays, which neither hex
+        nor zlib would make smaller, only slower.
+        """
+        header = zlib.compress(
+            orjson.dumps({"partition": self.partition, "windows": self.windows.snapshot()}), 1
+        )
+        join = self.join.to_bytes()
+        return b"".join(
+            (
+                CHECKPOINT_MAGIC,
+                bytes([CHECKPOINT_FORMAT]),
+                _FRAME.pack(len(header), len(join)),
+                header,
+                join,
+            )
+        )
 
     def restore(self, data: bytes) -> None:
-        """Load a checkpoint written by :meth:`to_bytes`."""
-        document = orjson.loads(zlib.decompress(data))
-        if document.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"checkpoint format {document.get('format')!r} is not {CHECKPOINT_FORMAT}"
-            )
+        """Load a checkpoint written by :meth:`to_bytes`, or by a driftline before it (format 1).
+
+        Raises
+        ------
+        PartitionCheckpointError
+            Not a partition checkpoint, an unknown format, damaged, or of
+            another partition.
+        streams.join.CheckpointError
+            The join's part is damaged or of an unknown format.
+        """
+        if data[: len(CHECKPOINT_MAGIC)] == CHECKPOINT_MAGIC:
+            document, join = _read_frame(data)
+        else:
+            document, join = _read_format_1(data)
         if document["partition"] != self.partition:
-            raise ValueError(
+            raise PartitionCheckpointError(
                 f"checkpoint of partition {document['partition']} given to {self.partition}"
             )
-        self.join = JoinState.from_bytes(bytes.fromhex(document["join"]), self.policies)
+        self.join = JoinState.from_bytes(join, self.policies)
         self.windows.restore(document["windows"])
+
+
+def _read_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Header and join checkpoint of a format-2 checkpoint."""
+    start = len(CHECKPOINT_MAGIC)
+    if len(data) < start + 1 + _FRAME.size:
+        raise PartitionCheckpointError(
+            f"damaged partition checkpoint: {len(data)} bytes is shorter than its frame"
+        )
+    version = data[start]
+    if version != CHECKPOINT_FORMAT:
+        raise PartitionCheckpointError(
+            f"partition checkpoint format {version} is not supported; this driftline reads "
+            f"formats 1 and {CHECKPOINT_FORMAT}"
+        )
+    header_size, join_size = _FRAME.unpack_from(data, start + 1)
+    header_start = start + 1 + _FRAME.size
+    join_start = header_start + header_size
+    if join_start + join_size != len(data):
+        raise PartitionCheckpointError(
+            f"damaged partition checkpoint: its frame gives {join_start + join_size} bytes, "
+            f"the file holds {len(data)} (truncated or appended to)"
+        )
+    try:
+        document = orjson.loads(zlib.decompress(data[header_start:join_start]))
+    except (zlib.error, orjson.JSONDecodeError) as exc:
+        raise PartitionCheckpointError(
+            f"damaged partition checkpoint header: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(document, dict) or not {"partition", "windows"} <= document.keys():
+        raise PartitionCheckpointError(
+            "damaged partition checkpoint header: expected an object with partition and windows"
+        )
+    return document, data[join_start:]
+
+
+def _read_format_1(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Header and join checkpoint of a format-1 checkpoint (zlib-compressed JSON, join in hex)."""
+    try:
+        document = orjson.loads(zlib.decompress(data))
+    except (zlib.error, orjson.JSONDecodeError) as exc:
+        raise PartitionCheckpointError(
+            f"not a driftline partition checkpoint: it starts neither with {CHECKPOINT_MAGIC!r} "
+            f"nor with zlib-compressed JSON of format 1 ({type(exc).__name__}: {exc})"
+        ) from exc
+    fmt = document.get("format") if isinstance(document, dict) else None
+    if fmt != 1:
+        raise PartitionCheckpointError(
+            f"partition checkpoint format {fmt!r} is not supported; this driftline reads "
+            f"formats 1 and {CHECKPOINT_FORMAT}"
+        )
+    if not {"partition", "windows", "join"} <= document.keys():
+        raise PartitionCheckpointError(
+            "damaged partition checkpoint (format 1): expected partition, windows and join"
+        )
+    try:
+        join = bytes.fromhex(document["join"])
+    except (TypeError, ValueError) as exc:
+        raise PartitionCheckpointError(
+            f"damaged partition checkpoint (format 1): the join is not hex: {exc}"
+        ) from exc
+    return document, join
 
 
 def write_atomically(path: Path, data: bytes) -> None:

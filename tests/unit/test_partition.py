@@ -1,0 +1,117 @@
+"""A partition's checkpoint: the raw frame written now, and format 1 written before it."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.join import CheckpointError
+from streams.partition import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_MAGIC,
+    PartitionCheckpointError,
+)
+from tests.unit.test_windows_merger import Partition, label, prediction
+
+FORMAT_1 = Path(__file__).parent / "data" / "partition-0-format-1.bin"
+"""Written by ``PartitionProcessor.to_bytes`` at commit cbe8b86 (the join in hex in
+JSON) after the batches of :func:`fed`."""
+
+
+def fed() -> Partition:
+    """Six predictions, then the label of one of them and an orphan label."""
+    part = Partition(0)
+    part.processor.process(part.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]))
+    part.processor.process(part.messages("l", [label("a0", 20, 1), label("zz", 21, 0)]))
+    return part
+
+
+def test_the_join_is_stored_raw_after_a_small_header() -> None:
+    processor = fed().processor
+    data = processor.to_bytes()
+    join = processor.join.to_bytes()
+    assert data[:5] == CHECKPOINT_MAGIC + bytes([CHECKPOINT_FORMAT])
+    header_size, join_size = struct.unpack_from("<IQ", data, 5)
+    assert join_size == len(join)
+    assert data[-join_size:] == join  # as it is: no hex, no second compression
+    assert len(data) == 5 + 12 + header_size + join_size
+    header = orjson.loads(zlib.decompress(data[17 : 17 + header_size]))
+    assert header == {"partition": 0, "windows": processor.windows.snapshot()}
+
+
+def test_a_checkpoint_restores_the_same_state() -> None:
+    part = fed()
+    data = part.processor.to_bytes()
+    restored = Partition(0)
+    restored.processor.restore(data)
+    assert restored.processor.to_bytes() == data
+    assert restored.processor.join.counters() == part.processor.join.counters()
+
+
+def test_a_format_1_checkpoint_restores_as_the_state_it_was_written_from() -> None:
+    restored = Partition(0)
+    restored.processor.restore(FORMAT_1.read_bytes())
+    join = restored.processor.join
+    assert (join.pending_count, join.joined_count, join.orphan_count) == (5, 1, 1)
+    assert join.applied_offsets == {("p", 0): 6, ("l", 0): 2}
+    # the same batches applied by this version give the same join, byte for byte ...
+    reference = fed()
+    assert join.to_bytes() == reference.processor.join.to_bytes()
+    # ... and the same output and state from the next batch on
+    restored.offsets = dict(reference.offsets)
+    closing = [
+        part.processor.process(
+            part.messages("l", [label("a1", 80, 0)])
+            + part.messages("p", [prediction("z", 90, 0.0)])
+        )
+        for part in (reference, restored)
+    ]
+    assert closing[1].windows == closing[0].windows
+    assert closing[1].windows.drift  # the first window closed
+    assert restored.processor.to_bytes() == reference.processor.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:-1], "truncated or appended to"),
+        (lambda data: data + b"\0", "truncated or appended to"),
+        (lambda data: data[:10], "shorter than its frame"),
+        (lambda data: data[:4] + b"\x09" + data[5:], "format 9 is not supported"),
+        (lambda data: data[:17] + b"\0" + data[18:], "damaged partition checkpoint header"),
+        (lambda data: b"not a checkpoint", "not a driftline partition checkpoint"),
+        (lambda data: zlib.compress(b'{"format": 7}'), "format 7 is not supported"),
+        (lambda data: zlib.compress(b'{"format": 1}'), "expected partition, windows and join"),
+        (
+            lambda data: zlib.compress(b'{"format": 1, "partition": 0, "windows": 0, "join": "x"}'),
+            "the join is not hex",
+        ),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_with_the_reason(
+    damage: Callable[[bytes], bytes], message: str
+) -> None:
+    data = damage(fed().processor.to_bytes())
+    with pytest.raises(PartitionCheckpointError, match=message):
+        Partition(0).processor.restore(data)
+
+
+def test_a_damaged_join_is_refused_by_the_join() -> None:
+    processor = fed().processor
+    data = bytearray(processor.to_bytes())
+    data[-len(processor.join.to_bytes())] ^= 0xFF  # the first byte of the join's magic
+    with pytest.raises(CheckpointError, match="not a driftline join checkpoint"):
+        Partition(0).processor.restore(bytes(data))
+
+
+def test_a_checkpoint_of_another_partition_is_refused() -> None:
+    data = fed().processor.to_bytes()
+    with pytest.raises(PartitionCheckpointError, match="checkpoint of partition 0 given to 1"):
+        Partition(1).processor.restore(data)
+    with pytest.raises(PartitionCheckpointError, match="checkpoint of partition 0 given to 1"):
+        Partition(1).processor.restore(FORMAT_1.read_bytes())
