@@ -405,13 +405,14 @@ class Worker:
                     totals[name] = totals.get(name, 0) + value
             log.info(
                 "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d; "
-                "messages of forgotten windows: %d",
+                "predictions of forgotten windows: %d, dead letters of forgotten windows: %d",
                 partition,
                 ", ".join(f"{name}={value}" for name, value in totals.items()),
                 processor.unattributed_dead_letters,
                 processor.join.pending_count,
                 processor.join.orphan_count,
                 processor.windows.past_retention,
+                processor.windows.dead_letters_past_retention,
             )
             if processor.dead_letter_reasons:
                 log.info(

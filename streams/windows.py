@@ -401,7 +401,7 @@ def forgotten_after_us(model: ModelConfig) -> int:
     window still count in its volume point for one more label horizon (at
     least one window plus the allowed lateness); then the window is forgotten
     by partitions and merger alike, and a prediction for it only counts in
-    ``past_retention``.
+    ``past_retention`` (a refused message in ``dead_letters_past_retention``).
     """
     size = int(model.window.size.total_seconds() * MICROS)
     lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
@@ -475,7 +475,9 @@ class PartitionWindows:
         self.join_watermark_us: int | None = None
         """The join's watermark at the last :meth:`collect`: windows it settled take no labels."""
         self.past_retention = 0
-        """Predictions and refused messages of windows already forgotten (counted nowhere else)."""
+        """Predictions of windows already forgotten (counted nowhere else)."""
+        self.dead_letters_past_retention = 0
+        """Refused messages attributed to windows already forgotten (in the dead-letter topic)."""
 
     def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
         """The reference profile of a model version (cached)."""
@@ -614,7 +616,7 @@ class PartitionWindows:
         start = moment_us - moment_us % windowing.size_us
         key = WindowKey(model_id, model_version, ALL_SEGMENTS, start)
         if self._passed(key, windowing.forgotten_after_us):
-            self.past_retention += 1
+            self.dead_letters_past_retention += 1
             return
         self.dead_letters[key] += 1
         self._dirty.add(key)
@@ -719,6 +721,7 @@ class PartitionWindows:
             "dead": [[key.encode(), n] for key, n in self.dead_letters.items()],
             "join_watermark": self.join_watermark_us,
             "past_retention": self.past_retention,
+            "dead_letters_past_retention": self.dead_letters_past_retention,
         }
 
     def restore(self, document: Mapping[str, Any]) -> None:
@@ -745,3 +748,4 @@ class PartitionWindows:
         )
         self.join_watermark_us = document.get("join_watermark")
         self.past_retention = int(document.get("past_retention", 0))
+        self.dead_letters_past_retention = int(document.get("dead_letters_past_retention", 0))
