@@ -193,6 +193,9 @@ class ChaosScenario:
         Predictions sent a second time.
     dead_letters
         Messages that must become dead letters.
+    refused_stamps
+        The timestamps of the refused messages a worker can attribute to a
+        window (they name the model, a version and a zoned time).
     """
 
     start: datetime
@@ -203,6 +206,7 @@ class ChaosScenario:
     closer_ids: set[str]
     duplicates: int
     dead_letters: int
+    refused_stamps: list[str] = field(default_factory=list)
 
     @property
     def events_in(self) -> int:
@@ -212,6 +216,34 @@ class ChaosScenario:
 
 def _seconds(moment: str) -> float:
     return datetime.fromisoformat(moment).timestamp()
+
+
+def _restamped(raw: bytes, moment: float) -> tuple[bytes, str | None]:
+    """A refused message a worker can attribute to a window, stamped at ``moment``.
+
+    The synthetic samples carry one fixed time; spread over a long scenario it
+    would fall more than two label horizons behind the traffic, where a
+    message counts in a window or past its retention depending on how the
+    batch that crosses that point was cut (docs/reliability.md). Stamped when
+    sent, each counts in its window whatever the batching. Returns the message
+    and its timestamp, or the message unchanged and None when a worker cannot
+    attribute it.
+    """
+    try:
+        document = orjson.loads(raw)
+        stamp = datetime.fromisoformat(document["timestamp"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return raw, None
+    version = document.get("model_version")
+    if (
+        document.get("model_id") != "churn"
+        or not isinstance(version, str)
+        or not version
+        or stamp.tzinfo is None
+    ):
+        return raw, None
+    timestamp = datetime.fromtimestamp(moment, tz=UTC).isoformat()
+    return orjson.dumps(dict(document, timestamp=timestamp)), timestamp
 
 
 def build_scenario(
@@ -290,11 +322,15 @@ def build_scenario(
         key, value = encoded(label)
         at(moment, Outgoing("labels", key, value))
     every = max(1, predictions // max(1, len(generated.malformed)))
+    refused_stamps: list[str] = []
     for index, raw in enumerate(generated.malformed):
         moment = _seconds(
             generated.predictions[min(predictions - 1, (index + 1) * every)]["timestamp"]
         )
-        at(moment + 0.001, Outgoing("predictions", f"bad-{index}".encode(), raw))
+        value, stamp = _restamped(raw, moment)
+        if stamp is not None:
+            refused_stamps.append(stamp)
+        at(moment + 0.001, Outgoing("predictions", f"bad-{index}".encode(), value))
     middle = generated.predictions[predictions // 2]
     stranger = dict(middle, prediction_id="stranger-1", model_id="fraud")
     future = dict(
@@ -339,6 +375,7 @@ def build_scenario(
         closer_ids=closer_ids,
         duplicates=duplicates,
         dead_letters=len(generated.malformed) + 2,
+        refused_stamps=refused_stamps,
     )
 
 
@@ -350,6 +387,7 @@ class WindowFacts:
     late: int
     labelled: int
     metrics: dict[str, float | None]
+    refused: int = 0
 
 
 def offline_windows(scenario: ChaosScenario) -> dict[int, WindowFacts]:
@@ -363,6 +401,9 @@ def offline_windows(scenario: ChaosScenario) -> dict[int, WindowFacts]:
     for event in scenario.predictions:
         if event["prediction_id"] not in scenario.closer_ids:
             by_window[window(event["timestamp"])].append(event)
+    refused: dict[int, int] = defaultdict(int)
+    for stamp in scenario.refused_stamps:
+        refused[window(stamp)] += 1
     facts = {}
     for start, events in sorted(by_window.items()):
         joined = [e for e in events if e["prediction_id"] in labels]
@@ -378,6 +419,7 @@ def offline_windows(scenario: ChaosScenario) -> dict[int, WindowFacts]:
             late=late,
             labelled=len(joined),
             metrics={name: result.value for name, result in computed.items()},
+            refused=refused[start],
         )
     return facts
 
@@ -1043,7 +1085,8 @@ def join_differences(
 ) -> list[str]:
     """Where a run's final points disagree with the offline figures of the ``all`` segment.
 
-    Per window: ``volume`` predictions on time, late predictions and labels;
+    Per window: ``volume`` predictions on time, late predictions, labels and
+    refused messages attributed to the window;
     ``model_performance`` ``n_labelled``, coverage and the value of every
     metric. A join lost shows as too few labels, one counted twice as too many.
     """
@@ -1054,10 +1097,17 @@ def join_differences(
         if volume is None:
             found.append(f"window {start}: no volume point")
             continue
-        got = (volume.get("predictions"), volume.get("late_predictions"), volume.get("labels"))
-        want = (fact.on_time, fact.late, fact.labelled)
+        got = (
+            volume.get("predictions"),
+            volume.get("late_predictions"),
+            volume.get("labels"),
+            volume.get("dead_letters"),
+        )
+        want = (fact.on_time, fact.late, fact.labelled, fact.refused)
         if got != want:
-            found.append(f"window {start}: volume (on time, late, labels) {got} != {want}")
+            found.append(
+                f"window {start}: volume (on time, late, labels, dead letters) {got} != {want}"
+            )
         for metric, value in fact.metrics.items():
             row = _row(state, "model_performance", start, segment="all", metric=metric, **tags)
             if value is None:
