@@ -6,9 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Producer
 
 from detectors.profile import ReferenceProfile
 from schemas import AlertEvent, RetrainRequest
@@ -23,6 +21,7 @@ from tests.e2e.test_pipeline import (
     _write_training_csv,
 )
 from tests.servers import ChatReceiver, consume_messages, unique_topic_name
+from tests.support.pipeline import produce_predictions
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +96,7 @@ def test_drift_fires_once_resolves_once_and_requests_one_retrain(
             seed=21, malformed_every=0,
         )
     )  # fmt: skip
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
-    for event in scenario.predictions:
-        producer.produce(
-            env["DRIFTLINE_TOPIC_PREDICTIONS"], orjson.dumps(event), event["prediction_id"].encode()
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0
+    produce_predictions(kafka_bootstrap, env["DRIFTLINE_TOPIC_PREDICTIONS"], scenario.predictions)
 
     def window(index: int) -> int:
         seconds = int(datetime.fromisoformat(scenario.predictions[index]["timestamp"]).timestamp())

@@ -31,9 +31,7 @@ import re
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from schemas import AlertEvent
@@ -47,6 +45,7 @@ from tests.support.pipeline import (
     build_reference,
     create_topics,
     load_reference,
+    produce_predictions,
     scenario_start,
     start_worker,
     stop,
@@ -216,13 +215,7 @@ def test_a_worker_with_chat_down_keeps_its_queue_bounded_and_counts_the_drops(
             drift_until=0.7, seed=5, malformed_every=0,
         )
     )  # fmt: skip
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
-    for event in scenario.predictions:
-        producer.produce(
-            env["DRIFTLINE_TOPIC_PREDICTIONS"], orjson.dumps(event), event["prediction_id"].encode()
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0
+    produce_predictions(kafka_bootstrap, env["DRIFTLINE_TOPIC_PREDICTIONS"], scenario.predictions)
     run = Run(env, tmp_path, scenario.predictions, [], 0, load_reference(tmp_path))
     worker = start_worker(run, "worker")
     log_path = tmp_path / "worker.log"

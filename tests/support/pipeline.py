@@ -213,6 +213,15 @@ def produce_backlog(bootstrap: str, env: dict[str, str], scenario: Scenario) -> 
     return len(scenario.malformed) + 2
 
 
+def produce_predictions(bootstrap: str, topic: str, events: Sequence[dict[str, Any]]) -> None:
+    """Produce predictions keyed by their id, all at once, and wait until they are delivered."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for event in events:
+        producer.produce(topic, orjson.dumps(event), event["prediction_id"].encode())
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
 def start_worker(
     run: Run, name: str, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
