@@ -77,9 +77,8 @@ from tests.servers import (
     vm_export,
 )
 from tests.support.pipeline import (
-    FEATURES_YAML,
     LATENESS_S,
-    MIN_SAMPLES,
+    MODELS_YAML,
     PARTITIONS,
     ROOT,
     WINDOW_S,
@@ -102,21 +101,7 @@ watermark, the older of the two topics' newest event times), which differs from 
 
 CHAT_URL_VARIABLE: Final = "DRIFTLINE_CHAOS_CHAT_URL"
 
-CHAOS_CONFIG: Final = f"""
-models:
-  - id: churn
-    task: binary
-    reference: ref-{{version}}.json
-    segment_by: [region]
-    window: {{size: {WINDOW_S}s, allowed_lateness: {LATENESS_S}s, label_horizon: 1h,
-              orphan_label_ttl: 2h, emit_interval: 1s}}
-    drift:
-      numeric_methods: [ks, psi, wasserstein]
-      categorical_methods: [chi2, jensenshannon]
-      min_samples: {MIN_SAMPLES}
-    performance: {{metrics: [accuracy, f1, roc_auc], min_labelled: 20}}
-    features:
-{FEATURES_YAML}
+CHAOS_CONFIG: Final = f"""{MODELS_YAML}
 channels:
   oncall:
     urls: ["${{{CHAT_URL_VARIABLE}}}"]

@@ -61,7 +61,7 @@ FEATURES_YAML = "\n".join(
     + [f"      - {{name: {name}, kind: categorical}}" for name in CATEGORICAL]
 )
 
-CONFIG = f"""
+MODELS_YAML = f"""
 models:
   - id: churn
     task: binary
@@ -75,7 +75,10 @@ models:
       min_samples: {MIN_SAMPLES}
     performance: {{metrics: [accuracy, f1, roc_auc], min_labelled: 20}}
     features:
-{FEATURES_YAML}
+{FEATURES_YAML}"""
+"""The end-to-end model, the ``models:`` part of a configuration."""
+
+CONFIG = f"""{MODELS_YAML}
 topics: {{partitions: {PARTITIONS}}}
 """
 """The monitor configuration of the end-to-end scenario (no alert rules)."""
