@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -390,19 +390,8 @@ class WindowMerger:
         settles_at = key.window_start_us + int(
             (model.window.size + model.window.label_horizon).total_seconds() * MICROS
         )
-        watermarks = self._watermarks.get(key.model_id, {})
-        for source in range(self.partitions):
-            if source in slot.partials:
-                continue
-            watermark = watermarks.get(source)
-            if watermark is not None and watermark > settles_at:
-                continue
-            heard = self._heard.get(source)
-            silent = heard is None or now - heard >= self.idle_timeout_s
-            if silent and now - slot.first_seen >= self.idle_timeout_s:
-                continue
-            return False
-        return True
+        # strictly past: partitions make a window final once their watermark is later
+        return self._others_passed(key, slot.partials, settles_at + 1, slot.first_seen, now)
 
     def _ready(
         self, key: WindowKey, slot: _DriftSlot, now: float, *, idle_closes: bool = True
@@ -411,16 +400,34 @@ class WindowMerger:
         size = int(model.window.size.total_seconds() * MICROS)
         lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
         closes_at = key.window_start_us + size + lateness
+        return self._others_passed(
+            key, slot.partials, closes_at, slot.first_seen, now, idle_closes=idle_closes
+        )
+
+    def _others_passed(
+        self,
+        key: WindowKey,
+        reported: Mapping[int, object],
+        at_us: int,
+        first_seen: float,
+        now: float,
+        *,
+        idle_closes: bool = True,
+    ) -> bool:
+        """Whether every source partition not in ``reported`` has a watermark at ``at_us``
+        or later, or (with ``idle_closes``) has been silent for ``idle_timeout_s`` while
+        the window has waited that long."""
         watermarks = self._watermarks.get(key.model_id, {})
+        waited = now - first_seen >= self.idle_timeout_s
         for source in range(self.partitions):
-            if source in slot.partials:
+            if source in reported:
                 continue
             watermark = watermarks.get(source)
-            if watermark is not None and watermark >= closes_at:
+            if watermark is not None and watermark >= at_us:
                 continue
             heard = self._heard.get(source)
             silent = heard is None or now - heard >= self.idle_timeout_s
-            if idle_closes and silent and now - slot.first_seen >= self.idle_timeout_s:
+            if idle_closes and silent and waited:
                 continue
             return False
         return True
