@@ -8,7 +8,7 @@ missing values, and every size is bounded by :class:`schemas.limits.InputLimits`
 (passed as validation context ``{"limits": ...}``).
 
 :func:`decode_prediction` and :func:`decode_label` read a message in the usual
-valid shape with orjson and a few checks (:func:`fast_prediction`,
+valid shape with msgspec's typed structs and a few checks (:func:`fast_prediction`,
 :func:`fast_label`, several times cheaper) and hand any other message to
 pydantic (:func:`validate_prediction`, :func:`validate_label`); both paths
 accept the same messages and give the same events.
@@ -21,7 +21,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
-import orjson
+import msgspec
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -313,79 +313,134 @@ def _validate(model: type[EventT], raw: bytes | str, limits: InputLimits) -> Eve
         raise InvalidEvent(describe_validation_error(exc)) from exc
 
 
-# The fast path.  orjson parses the message and a few type checks vouch for
-# the common, valid shape of an event; the event is then built without
-# pydantic's validation (as ``model_construct`` does).  Whatever these checks
-# do not vouch for goes through pydantic, which either accepts it too or
-# names the broken rule, so both paths accept the same messages and give the
-# same events (tests/unit/test_decode_fast.py checks this on generated
-# messages).  What the checks rely on:
+# The fast path.  msgspec decodes the message into typed structs whose
+# constraints are the limits' (lengths, counts, ranges), in compiled code; a
+# few Python checks vouch for the rest, and the event is built without
+# pydantic's validation (as ``model_construct`` does).  Whatever the structs
+# or the checks do not vouch for goes through pydantic, which either accepts
+# it too or names the broken rule, so both paths accept the same messages and
+# give the same events (tests/unit/test_decode_fast.py checks this on
+# generated messages).  What the path relies on:
 #
-# * orjson refuses NaN, Infinity and numbers too large for a float, so every
-#   float it returns is finite; it returns integer literals outside
-#   [-2**63, 2**64) as floats, so a label that could have been one is left to
-#   pydantic, which keeps it an int.
-# * A string is never longer in characters than the message is in bytes, so
-#   string lengths need no check when the whole message is shorter than
-#   ``max_string_length``.
+# * msgspec refuses NaN and Infinity literals and numbers too large for a
+#   float, so every float it returns is finite; it reads a float field's
+#   integer literals as floats (as pydantic does for features, scores and
+#   the latency) and keeps other integers exact.  A label or prediction
+#   outside the 64-bit integers, or a float at or beyond 2**63, is left to
+#   pydantic.
+# * Length bounds count characters, as pydantic's do.
 # * Only the canonical RFC 3339 form of a timestamp is taken here, where
 #   ``datetime.fromisoformat`` and pydantic read the same instant; pydantic
 #   also reads other forms (a space for ``T``, unix seconds, a comma before
-#   the fraction, more than six fraction digits, no seconds).
-# * pydantic coerces some values the checks leave to it (``"4.5"`` and
-#   ``true`` as a latency, ``1.0`` and ``true`` as the schema version).
+#   the fraction, more than six fraction digits, no seconds).  (msgspec's own
+#   date-time type rounds more than six fraction digits where pydantic
+#   truncates, and telling those apart costs more than this check.)
+# * msgspec is strict where pydantic coerces (``"4.5"`` and ``true`` as a
+#   latency, ``1.0`` and ``true`` as the schema version): those go to pydantic.
 # * pydantic's parser refuses JSON nested more than about 200 levels deep,
-#   orjson only past 1024, wherever the nesting is (an unknown field, a value
-#   a later duplicate key replaces). A message with more than ``_NESTING``
-#   brackets, counted over the whole text (an upper bound on the depth), is
+#   wherever the nesting is (an unknown field, a value a later duplicate key
+#   replaces). A message with more than ``_NESTING`` brackets, counted over
+#   the whole text (an upper bound on the depth), is left to pydantic.
+# * msgspec does not read the unknown fields it skips: a message that is not
+#   UTF-8 throughout, or holds a surrogate escape (``\\ud800``) anywhere, is
 #   left to pydantic.
-# * Both parsers keep the last value of a duplicate key.
+# * Both parsers keep the last value of a duplicate key and ignore unknown
+#   fields; a field left out is ``UNSET``, so the set of fields present is
+#   known.
 # * An event is built as ``model_construct`` builds one (its ``__dict__`` in
 #   field order and the set of fields present); the tests compare every
 #   field, its type and that set with pydantic's event.
 
-_PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
-_LABEL_FIELDS = frozenset(LabelEvent.model_fields)
 _NESTING = 100
-"""Most brackets in a message read here: pydantic refuses more than 200 levels, orjson 1024."""
+"""Most brackets in a message read here: pydantic refuses more than 200 levels."""
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
     r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 ).fullmatch
 _EXACT_INT_FLOAT = 2.0**63
 """Floats below this magnitude came from a float literal, not an integer one."""
+_INT_LOW, _INT_HIGH = -(2**63), 2**64
+"""Integers pydantic and msgspec both keep exact (beyond them pydantic decides)."""
 
 _new = object.__new__
 _set = object.__setattr__
 
 
-class _Bounds(NamedTuple):
+class _Decoders(NamedTuple):
+    prediction: msgspec.json.Decoder[Any]
+    label: msgspec.json.Decoder[Any]
     message_bytes: int
-    id_length: int
-    features: int
-    name_length: int
-    string_length: int
-    segments: int
 
 
-_bounds_of: dict[int, tuple[InputLimits, _Bounds]] = {}
+def _structs(limits: InputLimits) -> _Decoders:
+    """Typed structs of both events, bounded by ``limits``."""
+    identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_id_length)]
+    name = Annotated[str, msgspec.Meta(max_length=limits.max_name_length)]
+    text = Annotated[str, msgspec.Meta(max_length=limits.max_string_length)]
+    label = (
+        bool
+        | int
+        | float
+        | Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
+    )
+    features = Annotated[
+        dict[name, float | text | bool | None],
+        msgspec.Meta(max_length=limits.max_features),
+    ]
+    scores = Annotated[
+        dict[name, Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]],
+        msgspec.Meta(max_length=limits.max_features),
+    ]
+    segment = Annotated[
+        dict[name, text],
+        msgspec.Meta(max_length=limits.max_segments),
+    ]
+    latency = Annotated[float, msgspec.Meta(ge=0.0)]
+    unset = msgspec.UnsetType
+    prediction = msgspec.defstruct(
+        "Prediction",
+        [
+            ("prediction_id", identifier),
+            ("model_id", identifier),
+            ("model_version", identifier),
+            ("timestamp", str),
+            ("features", features),
+            ("prediction", label),
+            ("scores", scores | None | unset, msgspec.UNSET),
+            ("segment", segment | None | unset, msgspec.UNSET),
+            ("latency_ms", latency | None | unset, msgspec.UNSET),
+            ("schema_version", int | unset, msgspec.UNSET),
+        ],
+        gc=False,
+    )
+    label_event = msgspec.defstruct(
+        "Label",
+        [
+            ("prediction_id", identifier),
+            ("model_id", identifier),
+            ("label", label),
+            ("timestamp", str),
+            ("schema_version", int | unset, msgspec.UNSET),
+        ],
+        gc=False,
+    )
+    return _Decoders(
+        msgspec.json.Decoder(prediction),
+        msgspec.json.Decoder(label_event),
+        limits.max_message_bytes,
+    )
 
 
-def _bounds(limits: InputLimits) -> _Bounds:
-    """The limits as plain integers (cached: reading a model's fields costs more)."""
-    entry = _bounds_of.get(id(limits))
+_decoders_of: dict[int, tuple[InputLimits, _Decoders]] = {}
+
+
+def _decoders(limits: InputLimits) -> _Decoders:
+    """The decoders of ``limits`` (cached: building them costs milliseconds)."""
+    entry = _decoders_of.get(id(limits))
     if entry is None or entry[0] is not limits:
-        if len(_bounds_of) > 64:
-            _bounds_of.clear()
-        bounds = _Bounds(
-            limits.max_message_bytes,
-            limits.max_id_length,
-            limits.max_features,
-            limits.max_name_length,
-            limits.max_string_length,
-            limits.max_segments,
-        )
-        entry = _bounds_of[id(limits)] = (limits, bounds)
+        if len(_decoders_of) > 64:
+            _decoders_of.clear()
+        entry = _decoders_of[id(limits)] = (limits, _structs(limits))
     return entry[1]
 
 
@@ -399,51 +454,34 @@ def _construct(model: type[EventT], values: dict[str, Any], fields_set: set[str]
     return event
 
 
-def _plain_document(data: bytes, fields: frozenset[str]) -> tuple[dict[str, Any], set[str]] | None:
-    """The JSON object of a message and the known fields it holds."""
+_UNSET = msgspec.UNSET
+
+
+def _struct(data: bytes, decoder: msgspec.json.Decoder[Any], limit: int) -> Any:
+    """The message as a struct, or None when msgspec refuses it or it is too big or deep."""
+    if len(data) > limit or not (data.isascii() or _utf8(data)) or _SURROGATE(data):
+        return None
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        struct = decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
-    if type(document) is not dict:
+    version = struct.schema_version
+    if (version is not _UNSET and version != SCHEMA_VERSION) or _nested(data):
         return None
-    return document, document.keys() & fields
+    return struct
 
 
-def _plain_start(
-    data: bytes, fields: frozenset[str], limits: InputLimits
-) -> tuple[dict[str, Any], set[str], _Bounds, bool] | None:
-    """What both fast paths check first: size, a plain object, the schema version, the ids.
-
-    Returns the document, the known fields it holds, the bounds and whether
-    the whole message is within the string bound (its strings then are too).
-    """
-    bounds = _bounds(limits)
-    size = len(data)
-    if size > bounds.message_bytes:
-        return None
-    parsed = _plain_document(data, fields)
-    if parsed is None:
-        return None
-    document, present = parsed
-    get = document.get
-    version = get("schema_version", SCHEMA_VERSION)
-    if (
-        type(version) is not int
-        or version != SCHEMA_VERSION
-        or not _plain_identifier(get("prediction_id"), bounds)
-        or not _plain_identifier(get("model_id"), bounds)
-    ):
-        return None
-    return document, present, bounds, size <= bounds.string_length
+def _utf8(data: bytes) -> bool:
+    """Whether the message is UTF-8 throughout (msgspec skips unknown fields unread)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def _plain_end(data: bytes, document: dict[str, Any]) -> datetime | None:
-    """What both fast paths check last: the timestamp, then the nesting depth."""
-    timestamp = _plain_timestamp(document.get("timestamp"))
-    if timestamp is None or _nested(data):
-        return None
-    return timestamp
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]").search
+"""Finds a surrogate escape, which msgspec does not check in the unknown fields it skips."""
 
 
 def _nested(data: bytes) -> bool:
@@ -451,27 +489,20 @@ def _nested(data: bytes) -> bool:
     return data.count(b"[") + data.count(b"{") > _NESTING
 
 
-def _plain_identifier(value: Any, bounds: _Bounds) -> bool:
-    return (
-        type(value) is str
-        and 0 < len(value) <= bounds.id_length
-        and not value.isspace()
-        and (value.isprintable() or _CONTROL(value) is None)
-    )
+def _plain_identifier(value: str) -> bool:
+    return not value.isspace() and (value.isprintable() or _CONTROL(value) is None)
 
 
-def _plain_label(value: Any, bounds: _Bounds, short: bool) -> bool:
+def _plain_label(value: Any) -> bool:
     kind = type(value)
-    if kind is int or kind is bool:
-        return True
     if kind is float:
         number: float = value
         return -_EXACT_INT_FLOAT < number < _EXACT_INT_FLOAT
-    return kind is str and len(value) > 0 and (short or len(value) <= bounds.string_length)
+    return kind is not int or _INT_LOW <= value < _INT_HIGH
 
 
-def _plain_timestamp(value: Any) -> datetime | None:
-    if type(value) is not str or _TIMESTAMP(value) is None:
+def _plain_timestamp(value: str) -> datetime | None:
+    if _TIMESTAMP(value) is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
@@ -480,60 +511,24 @@ def _plain_timestamp(value: Any) -> datetime | None:
         return None
 
 
-def _plain_features(features: Any, bounds: _Bounds, short: bool) -> bool:
-    """Check a features object, turning integers into floats in place."""
-    if type(features) is not dict or len(features) > bounds.features:
-        return False
-    name_length = bounds.name_length
-    for name, value in features.items():
-        if len(name) > name_length:
-            return False
-        kind = type(value)
-        if kind is float or value is None:
-            continue
-        if kind is int:
-            features[name] = float(value)
-        elif kind is str:
-            if not short and len(value) > bounds.string_length:
-                return False
-        elif kind is not bool:
-            return False
-    return True
+def _subsets(required: set[str], optional: tuple[str, ...]) -> dict[tuple[bool, ...], set[str]]:
+    """The fields set of an event, by which optional fields are left out (``UNSET``)."""
+    subsets = {}
+    for bits in range(2 ** len(optional)):
+        unset = tuple(bool(bits >> index & 1) for index in range(len(optional)))
+        subsets[unset] = required | {
+            name for name, out in zip(optional, unset, strict=True) if not out
+        }
+    return subsets
 
 
-def _plain_scores(scores: Any, bounds: _Bounds) -> bool:
-    """Check a scores object (or null), turning integer 0 and 1 into floats in place."""
-    if scores is None:
-        return True
-    if type(scores) is not dict or len(scores) > bounds.features:
-        return False
-    for name, score in scores.items():
-        if len(name) > bounds.name_length:
-            return False
-        kind = type(score)
-        if kind is float:
-            if not 0.0 <= score <= 1.0:
-                return False
-        elif kind is int and 0 <= score <= 1:
-            scores[name] = float(score)
-        else:
-            return False
-    return True
-
-
-def _plain_segment(segment: Any, bounds: _Bounds, short: bool) -> bool:
-    if segment is None:
-        return True
-    if type(segment) is not dict or len(segment) > bounds.segments:
-        return False
-    for name, value in segment.items():
-        if (
-            len(name) > bounds.name_length
-            or type(value) is not str
-            or (not short and len(value) > bounds.string_length)
-        ):
-            return False
-    return True
+_PREDICTION_FIELDS_SET = _subsets(
+    {"prediction_id", "model_id", "model_version", "timestamp", "features", "prediction"},
+    ("schema_version", "scores", "segment", "latency_ms"),
+)
+_LABEL_FIELDS_SET = _subsets(
+    {"prediction_id", "model_id", "label", "timestamp"}, ("schema_version",)
+)
 
 
 def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> PredictionEvent | None:
@@ -553,74 +548,72 @@ def fast_prediction(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Predic
     ...                 b' "prediction": 1}').features
     {'tenure': 12.0}
     >>> fast_prediction(b'{"prediction_id": "p-1", "model_id": "churn", "model_version": "3",'
-    ...                 b' "timestamp": "2026-11-23 10:00:00+01:00", "features": {},'
+    ...                 b' "timestamp": "2026-11-23T10:00:00,5+01:00", "features": {},'
     ...                 b' "prediction": 1}') is None  # valid, but read by pydantic
     True
     """
-    start = _plain_start(data, _PREDICTION_FIELDS, limits)
-    if start is None:
+    decoders = _decoders(limits)
+    struct = _struct(data, decoders.prediction, decoders.message_bytes)
+    if struct is None:
         return None
-    document, present, bounds, short = start
-    get = document.get
-    model_version = get("model_version")
-    predicted = get("prediction")
-    features = get("features")
-    scores = get("scores")
-    segment = get("segment")
-    latency = get("latency_ms")
-    if (
-        not _plain_identifier(model_version, bounds)
-        or not _plain_label(predicted, bounds, short)
-        or not _plain_features(features, bounds, short)
-        or not _plain_scores(scores, bounds)
-        or not _plain_segment(segment, bounds, short)
+    predicted = struct.prediction
+    if not (
+        _plain_identifier(struct.prediction_id)
+        and _plain_identifier(struct.model_id)
+        and _plain_identifier(struct.model_version)
+        and _plain_label(predicted)
     ):
         return None
-    if latency is not None:
-        if type(latency) is int:
-            latency = float(latency)
-        elif type(latency) is not float:
-            return None
-        if not latency >= 0.0:
-            return None
-    timestamp = _plain_end(data, document)
+    timestamp = _plain_timestamp(struct.timestamp)
     if timestamp is None:
         return None
+    version, scores, segment, latency = (
+        struct.schema_version,
+        struct.scores,
+        struct.segment,
+        struct.latency_ms,
+    )
     values = {
         "schema_version": SCHEMA_VERSION,
-        "prediction_id": document["prediction_id"],
-        "model_id": document["model_id"],
-        "model_version": model_version,
+        "prediction_id": struct.prediction_id,
+        "model_id": struct.model_id,
+        "model_version": struct.model_version,
         "timestamp": timestamp,
-        "features": features,
+        "features": struct.features,
         "prediction": predicted,
-        "scores": scores,
-        "segment": segment,
-        "latency_ms": latency,
+        "scores": None if scores is _UNSET else scores,
+        "segment": None if segment is _UNSET else segment,
+        "latency_ms": None if latency is _UNSET else latency,
     }
-    return _construct(PredictionEvent, values, present)
+    unset = (version is _UNSET, scores is _UNSET, segment is _UNSET, latency is _UNSET)
+    return _construct(PredictionEvent, values, _PREDICTION_FIELDS_SET[unset].copy())
 
 
 def fast_label(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> LabelEvent | None:
     """The label of a message in the common valid shape (see :func:`fast_prediction`)."""
-    start = _plain_start(data, _LABEL_FIELDS, limits)
-    if start is None:
+    decoders = _decoders(limits)
+    struct = _struct(data, decoders.label, decoders.message_bytes)
+    if struct is None:
         return None
-    document, present, bounds, short = start
-    label = document.get("label")
-    if not _plain_label(label, bounds, short):
+    label = struct.label
+    if not (
+        _plain_identifier(struct.prediction_id)
+        and _plain_identifier(struct.model_id)
+        and _plain_label(label)
+    ):
         return None
-    timestamp = _plain_end(data, document)
+    timestamp = _plain_timestamp(struct.timestamp)
     if timestamp is None:
         return None
     values = {
         "schema_version": SCHEMA_VERSION,
-        "prediction_id": document["prediction_id"],
-        "model_id": document["model_id"],
+        "prediction_id": struct.prediction_id,
+        "model_id": struct.model_id,
         "label": label,
         "timestamp": timestamp,
     }
-    return _construct(LabelEvent, values, present)
+    fields_set = _LABEL_FIELDS_SET[(struct.schema_version is _UNSET,)].copy()
+    return _construct(LabelEvent, values, fields_set)
 
 
 def validate_prediction(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> PredictionEvent:

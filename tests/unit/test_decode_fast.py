@@ -1,7 +1,7 @@
 """The fast decoding path against pydantic: same messages accepted, same events, same reasons.
 
 ``decode_prediction`` / ``decode_label`` read messages in the common valid
-shape with orjson and a few checks (``fast_prediction`` / ``fast_label``) and
+shape with msgspec's typed structs and a few checks (``fast_prediction`` / ``fast_label``) and
 hand every other message to pydantic. The reference here is the pydantic path
 alone (``validate_prediction`` / ``validate_label``): on generated documents,
 broken documents and raw bytes, both must accept the same messages and give
@@ -599,6 +599,33 @@ BOUNDARIES: list[tuple[str, bytes | str, InputLimits]] = [
         for value in [2**63 - 1, 2**63, 2**64, -(2**63), -(2**63) - 1, 9.3e18, -9.3e18, 0.5, False]
     ],
     ("prediction", encode(prediction(schema_version=None)), InputLimits()),
+    # What the compiled decoder skips unread in an unknown field, pydantic still reads.
+    *[
+        (
+            "prediction",
+            encode(prediction()).replace(b'"features": {', unknown + b', "features": {'),
+            InputLimits(),
+        )
+        for unknown in [
+            b'"\x80note": 1',
+            b'"note": "\xed\xa0\x80"',
+            b'"note": "\\ud800"',
+            b'"\\uDC00": 1',
+            b'"note": "\\ud83d\\ude00"',
+            b'"note": 01',
+            b'"note": [1,]',
+            b'"note": tru',
+        ]
+    ],
+    (
+        "prediction",
+        encode(prediction(features={"x": "\ud83d\ude00" * 3})),
+        InputLimits(max_string_length=3),
+    ),
+    *[
+        ("label", VALID_LABEL.replace(b'"label":1', f'"label":{value}'.encode()), InputLimits())
+        for value in [2**64, 2**64 - 1, -(2**63) - 1, -(2**63)]
+    ],
     (
         "label",
         b'{"prediction_id": "p", "model_id": "m", "label": "",'
