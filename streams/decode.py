@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from confluent_kafka import Message
 
@@ -28,9 +28,12 @@ from schemas.events import decode_label, decode_prediction
 EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """A message as read from Kafka, independent of the client library."""
+class RawMessage(NamedTuple):
+    """A message as read from Kafka, independent of the client library.
+
+    A named tuple: the consumer builds one per record, and a tuple is built
+    in a third of the time a frozen dataclass takes.
+    """
 
     topic: str
     partition: int

@@ -95,26 +95,33 @@ def stats_from_bytes(model: ModelConfig, data: bytes) -> Stats:
     return RegressionStats.from_bytes(data)
 
 
+_NUMBERS = frozenset({float, int, type(None)})
+"""Types a numeric column converts as they are (None is missing)."""
+
+
 def _numeric_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
     # A boolean where a number belongs is a type error like a string, whatever
     # else the batch holds: counted as missing, never as 0 or 1.
-    has_bool = any(value is True or value is False for value in values)
-    try:
-        if not has_bool:
+    if _NUMBERS.issuperset(map(type, values)):  # one C-level pass over the types
+        try:
             return np.asarray(values, dtype=np.float64)
-        raise TypeError("booleans in a numeric column")
-    except (TypeError, ValueError):
-        # A string or another type where a number belongs: a schema violation of
-        # that one value, counted as missing rather than failing the batch.
-        return np.asarray(
-            [
-                float(value)
-                if isinstance(value, int | float) and not isinstance(value, bool)
-                else math.nan
-                for value in values
-            ],
-            dtype=np.float64,
-        )
+        except OverflowError:  # an integer beyond the floats (a label may be one)
+            pass
+    # A string or another type where a number belongs: a schema violation of
+    # that one value, counted as missing rather than failing the batch.
+    return np.asarray(list(map(_as_float, values)), dtype=np.float64)
+
+
+def _as_float(value: Any) -> float:
+    """A number as a float; NaN for anything else, and for integers beyond the floats."""
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.nan
+    return math.nan
 
 
 def _empty_sketch(profile: NumericProfile | CategoricalProfile) -> Sketch:

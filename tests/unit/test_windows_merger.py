@@ -18,7 +18,13 @@ from streams.decode import RawMessage
 from streams.merger import WindowMerger
 from streams.partition import PartitionProcessor
 from streams.points import Point
-from streams.windows import DriftAccumulator, FeatureColumns, PartitionWindows, WindowKey
+from streams.windows import (
+    DriftAccumulator,
+    FeatureColumns,
+    PartitionWindows,
+    WindowKey,
+    _numeric_column,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 rng = np.random.default_rng(5)
@@ -570,3 +576,22 @@ def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> Non
     assert whole.prediction == empty_sketch(reference.prediction).update(  # type: ignore[arg-type]
         [0.25, None, None]
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1.5, None, 2], [1.5, np.nan, 2.0]),
+        ([1.5, True, False], [1.5, np.nan, np.nan]),
+        ([1.5, "2.5", "x"], [1.5, np.nan, np.nan]),
+        ([10**400, 3], [np.nan, 3.0]),
+        ([np.float64(0.25), np.int64(4)], [0.25, np.nan]),
+        ([], []),
+    ],
+)
+def test_a_numeric_column_keeps_numbers_and_misses_the_rest(
+    values: list[Any], expected: list[float]
+) -> None:
+    column = _numeric_column(values)
+    assert column.dtype == np.float64
+    np.testing.assert_array_equal(column, np.asarray(expected, dtype=np.float64))
