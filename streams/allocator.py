@@ -1,5 +1,6 @@
-"""How the worker asks the C allocator to give freed memory back.
+"""How the worker tunes memory management: the C allocator and Python's collector.
 
+**The C allocator.**
 A worker holds long-lived numpy arrays (the join's ids and pending
 predictions, growing with the traffic of the open windows) and allocates
 short-lived ones of similar sizes for every batch and checkpoint. glibc serves
@@ -13,12 +14,22 @@ was such free heap.
 With the threshold fixed at 128 KiB, every block of that size or more is
 mapped on its own and unmapped when freed, so resident memory follows what
 the worker holds. The same run grew by 55 MiB instead of 104 MiB.
+
+**The cyclic garbage collector.** Python runs a young-generation collection
+every 700 container allocations by default, and a worker allocates several
+per message (the decoded document, its event, the record): tens of
+collections per batch, each walking the objects a batch still holds, and
+older collections over the whole heap of the framework's objects. The
+worker's hot path makes almost no reference cycles, so collecting every
+50,000 allocations loses nothing and the worker applied 15 % more
+predictions a second (16,833 → 19,420 in ``benchmarks.e2e_throughput``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 
@@ -56,3 +67,12 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+GC_THRESHOLDS = (50_000, 50, 100)
+"""Young-generation allocations between collections, then the older generations' ratios."""
+
+
+def relax_collector(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Collect reference cycles less often than Python's default (700, 10, 10)."""
+    gc.set_threshold(*thresholds)

@@ -25,7 +25,7 @@ from alerts.rules import check_rule
 from schemas import ConfigError, DriftlineSettings, InvalidEvent, MonitorConfig, load_config
 from schemas.config import format_duration
 from schemas.errors import FieldError
-from streams.allocator import fix_mmap_threshold
+from streams.allocator import fix_mmap_threshold, relax_collector
 from streams.app import build_app
 from streams.compare import run_compare
 from streams.demo import DemoPlan, run_demo
@@ -262,6 +262,7 @@ def worker_command(args: argparse.Namespace, console: Console) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     fix_mmap_threshold()
+    relax_collector()
     try:
         app, _ = build_app(settings, config, Path(args.config).resolve().parent)
     except (KafkaException, RuntimeError) as exc:
