@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams import points
 from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
-from streams.decode import RawMessage
+from streams.decode import KafkaMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
 from streams.partition import PartitionProcessor, write_atomically
@@ -276,9 +276,11 @@ class Worker:
         """Save a partition's state with the offsets it covers (before they are committed)."""
         write_atomically(self._checkpoint_path(partition), self.processors[partition].to_bytes())
 
-    def ingest(self, messages: list[RawMessage]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    def ingest(
+        self, messages: Sequence[KafkaMessage]
+    ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
         """Process a batch; returns dead letters and (key, value) partial messages."""
-        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+        by_partition: dict[int, list[KafkaMessage]] = defaultdict(list)
         for message in messages:
             by_partition[message.partition].append(message)
         dead: list[bytes] = []
@@ -580,7 +582,7 @@ class _InputHandler:
                 self.worker.processor(number)
         return positions
 
-    async def handle(self, messages: list[RawMessage]) -> None:
+    async def handle(self, messages: Sequence[KafkaMessage]) -> None:
         dead, outgoing = self.worker.ingest(messages)
         for letter in dead:
             try:
@@ -633,7 +635,7 @@ class _MergeHandler:
             self.worker.merger(number)
         return {}
 
-    async def handle(self, messages: list[RawMessage]) -> None:
+    async def handle(self, messages: Sequence[KafkaMessage]) -> None:
         outbox = self.worker.merge([(m.partition, m.value or b"") for m in messages])
         await self.publish(outbox)
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from schemas import DriftlineSettings
-from streams.decode import RawMessage
+from streams.decode import KafkaMessage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class BatchHandler(Protocol):
         """Partitions now owned; returns the position to start each from, if known."""
         ...
 
-    async def handle(self, messages: list[RawMessage]) -> None:
+    async def handle(self, messages: Sequence[KafkaMessage]) -> None:
         """Apply one batch."""
         ...
 
@@ -254,15 +254,12 @@ class BatchConsumer:
                     max_records=self.loop_settings.max_records,
                 )
                 async with self._lock:
-                    messages: list[RawMessage] = []
+                    messages: list[KafkaMessage] = []
                     for tp, batch in records.items():
                         partition = (tp.topic, tp.partition)
                         if partition not in self._owned or not batch:
                             continue  # fetched before a revocation: the new owner reads it
-                        messages.extend(
-                            RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value)
-                            for r in batch
-                        )
+                        messages.extend(batch)
                         self._positions[partition] = batch[-1].offset + 1
                         self._dirty.add(partition)
                     if messages:

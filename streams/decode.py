@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from confluent_kafka import Message
 
@@ -26,6 +26,30 @@ from schemas import (
 from schemas.events import decode_label, decode_prediction
 
 EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
+
+
+class KafkaMessage(Protocol):
+    """What driftline reads of a Kafka record.
+
+    :class:`RawMessage` is one, and so is aiokafka's ``ConsumerRecord``,
+    which the worker's consumer loops hand over as they are (building a
+    copy of every record cost them more than decoding its envelope).
+    """
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class RawMessage(NamedTuple):
@@ -73,7 +97,7 @@ def _first_path(error: InvalidEvent) -> str:
 
 
 def _decode(
-    messages: Iterable[RawMessage],
+    messages: Iterable[KafkaMessage],
     decoder: type[EventT],
     limits: InputLimits,
     received_at: datetime | None,
@@ -120,7 +144,7 @@ def _decode(
 
 
 def decode_predictions(
-    messages: Iterable[RawMessage],
+    messages: Iterable[KafkaMessage],
     limits: InputLimits = DEFAULT_LIMITS,
     received_at: datetime | None = None,
 ) -> DecodedBatch[PredictionEvent]:
@@ -136,7 +160,7 @@ def decode_predictions(
 
 
 def decode_labels(
-    messages: Iterable[RawMessage],
+    messages: Iterable[KafkaMessage],
     limits: InputLimits = DEFAULT_LIMITS,
     received_at: datetime | None = None,
 ) -> DecodedBatch[LabelEvent]:

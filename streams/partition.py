@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import orjson
 
 from schemas import DeadLetter, InputLimits, LabelEvent, MonitorConfig, PredictionEvent
-from streams.decode import DecodedBatch, RawMessage, decode_labels, decode_predictions
+from streams.decode import DecodedBatch, KafkaMessage, decode_labels, decode_predictions
 from streams.join import JoinPolicy, JoinState
 from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput
 
@@ -111,7 +111,7 @@ class PartitionProcessor:
         self.unattributed_dead_letters = 0
 
     def _screen(
-        self, batch: DecodedBatch[EventT], messages: Sequence[RawMessage], now: datetime
+        self, batch: DecodedBatch[EventT], messages: Sequence[KafkaMessage], now: datetime
     ) -> tuple[list[EventT], list[int], list[DeadLetter]]:
         """Keep events of configured models stamped no later than now + max_future."""
         policies = self.policies
@@ -119,7 +119,7 @@ class PartitionProcessor:
         kept: list[EventT] = []
         kept_offsets: list[int] = []
         letters: list[DeadLetter] = []
-        by_offset: dict[int, RawMessage] | None = None
+        by_offset: dict[int, KafkaMessage] | None = None
         for event, offset in zip(batch.events, batch.offsets, strict=True):
             if event.model_id in policies and event.timestamp <= horizon:
                 kept.append(event)
@@ -151,7 +151,7 @@ class PartitionProcessor:
             self.dead_letter_reasons[reason.split(":", 1)[0]] += 1
         return kept, kept_offsets, letters
 
-    def process(self, messages: Sequence[RawMessage], now: datetime | None = None) -> BatchResult:
+    def process(self, messages: Sequence[KafkaMessage], now: datetime | None = None) -> BatchResult:
         """Apply one batch of raw messages of this partition (any mix of topics)."""
         now = now or datetime.now(UTC)
         result = BatchResult()
