@@ -280,6 +280,35 @@ class DriftAccumulator:
         return cls(reference, features, prediction, int(document["n"]))
 
 
+def _update_multiclass(
+    stats: MulticlassStats, pairs: Sequence[JoinedPair], labels: list[Any], predicted: list[Any]
+) -> None:
+    """Count multiclass pairs, with their class scores where the prediction carried them.
+
+    Pairs are grouped by the classes their scores name (usually one group), so
+    each group's scores form one matrix; pairs without scores count in the
+    confusion matrix only.
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    unscored: list[int] = []
+    for index, pair in enumerate(pairs):
+        if pair.scores:
+            groups.setdefault(tuple(pair.scores), []).append(index)
+        else:
+            unscored.append(index)
+    if len(unscored) == len(pairs):
+        stats.update(labels, predicted)
+        return
+    if unscored:
+        stats.update([labels[i] for i in unscored], [predicted[i] for i in unscored])
+    for classes, rows in groups.items():
+        scores = np.asarray(
+            [list(pairs[i].scores.values()) for i in rows],  # type: ignore[union-attr]
+            dtype=np.float64,
+        )
+        stats.update([labels[i] for i in rows], [predicted[i] for i in rows], scores, classes)
+
+
 @dataclass
 class PerformanceAccumulator:
     """Labelled-prediction statistics of one performance window."""
@@ -313,7 +342,7 @@ class PerformanceAccumulator:
                 scores if np.isfinite(scores).any() else None,
             )
         elif isinstance(stats, MulticlassStats):
-            stats.update(labels, predicted)
+            _update_multiclass(stats, pairs, labels, predicted)
         else:
             stats.update(_numeric_column(labels), _numeric_column(predicted))
         lags = np.asarray([pair.label_lag_s for pair in pairs], dtype=np.float64)

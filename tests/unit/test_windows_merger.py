@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from sklearn.metrics import accuracy_score, log_loss
 
 from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from detectors.registry import run_drift
@@ -595,3 +596,72 @@ def test_a_numeric_column_keeps_numbers_and_misses_the_rest(
     column = _numeric_column(values)
     assert column.dtype == np.float64
     np.testing.assert_array_equal(column, np.asarray(expected, dtype=np.float64))
+
+
+MULTICLASS = MonitorConfig.model_validate(
+    {
+        "models": [
+            {
+                "id": "iris",
+                "task": "multiclass",
+                "reference": "ref.json",
+                "window": {"size": 60, "allowed_lateness": 10, "label_horizon": 600},
+                "performance": {"metrics": ["accuracy", "log_loss"], "min_labelled": 1},
+                "features": [{"name": "x", "kind": "numeric"}],
+            }
+        ]
+    }
+)
+
+
+def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions() -> None:
+    classes = ["setosa", "versicolor", "virginica"]
+    generator = np.random.default_rng(17)
+    count = 40
+    probabilities = generator.dirichlet([2.0, 2.0, 2.0], size=count)
+    truth = [classes[i] for i in generator.integers(0, 3, size=count)]
+    predicted = [classes[int(np.argmax(row))] for row in probabilities]
+    predictions, labels = [], []
+    for index in range(count):
+        document: dict[str, Any] = {
+            "prediction_id": f"q{index}", "model_id": "iris", "model_version": "1",
+            "timestamp": (T0 + timedelta(seconds=index)).isoformat(),
+            "features": {"x": float(index)}, "prediction": predicted[index],
+        }  # fmt: skip
+        if index % 8 != 7:  # every eighth prediction carries no scores
+            document["scores"] = dict(zip(classes, probabilities[index].tolist(), strict=True))
+        predictions.append(orjson.dumps(document))
+        labels.append(
+            orjson.dumps(
+                {
+                    "prediction_id": f"q{index}",
+                    "model_id": "iris",
+                    "label": truth[index],
+                    "timestamp": (T0 + timedelta(seconds=index + 30)).isoformat(),
+                }
+            )
+        )
+    processor = PartitionProcessor(
+        0, MULTICLASS, lambda *_: None, predictions_topic="p", labels_topic="l",
+        limits=DEFAULT_LIMITS,
+    )  # fmt: skip
+    merger = WindowMerger(MULTICLASS, lambda *_: None, partitions=1, clock=lambda: 0.0)
+    batches = [
+        [RawMessage("p", 0, i, f"q{i}".encode(), v) for i, v in enumerate(predictions)],
+        # labels in two batches, so two updates of the window are merged
+        [RawMessage("l", 0, i, f"q{i}".encode(), v) for i, v in enumerate(labels[:25])],
+        [RawMessage("l", 0, 25 + i, f"q{25 + i}".encode(), v) for i, v in enumerate(labels[25:])],
+    ]
+    for batch in batches:
+        result = processor.process(batch, now=T0 + timedelta(days=1))
+        for perf in result.windows.performance:
+            merger.add_performance(0, perf)
+        merger.add_watermark(0, "iris", result.watermark_us)
+    found = by_series(merger.evaluate(), "model_performance")
+    metric = {dict(tags)["metric"]: fields for tags, fields in found.items()}
+    scored = [index for index in range(count) if index % 8 != 7]
+    assert metric["accuracy"]["value"] == pytest.approx(accuracy_score(truth, predicted))
+    assert metric["accuracy"]["n_labelled"] == count
+    want = log_loss([truth[i] for i in scored], probabilities[scored], labels=classes)
+    assert metric["log_loss"]["value"] == pytest.approx(want, rel=1e-12)
+    assert metric["log_loss"]["n_labelled"] == len(scored)
