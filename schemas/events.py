@@ -344,6 +344,10 @@ def _validate(model: type[EventT], raw: bytes | str, limits: InputLimits) -> Eve
 # * msgspec does not read the unknown fields it skips: a message that is not
 #   UTF-8 throughout, or holds a surrogate escape (``\\ud800``) anywhere, is
 #   left to pydantic.
+# * pydantic's parser refuses a number with more than 4,300 digits before its
+#   fraction anywhere in the message; msgspec skips unknown fields unread and
+#   reads ``1{4300 zeros}e-4300`` as 1.0, so a message holding a run of more
+#   digits than that (only possible in a message that long) is left to pydantic.
 # * Both parsers keep the last value of a duplicate key and ignore unknown
 #   fields; a field left out is ``UNSET``, so the set of fields present is
 #   known.
@@ -459,7 +463,13 @@ _UNSET = msgspec.UNSET
 
 def _struct(data: bytes, decoder: msgspec.json.Decoder[Any], limit: int) -> Any:
     """The message as a struct, or None when msgspec refuses it or it is too big or deep."""
-    if len(data) > limit or not (data.isascii() or _utf8(data)) or _SURROGATE(data):
+    size = len(data)
+    if (
+        size > limit
+        or not (data.isascii() or _utf8(data))
+        or _SURROGATE(data)
+        or (size > _LONGEST_NUMBER and _LONG_NUMBER(data))
+    ):
         return None
     try:
         struct = decoder.decode(data)
@@ -482,6 +492,12 @@ def _utf8(data: bytes) -> bool:
 
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]").search
 """Finds a surrogate escape, which msgspec does not check in the unknown fields it skips."""
+
+
+_LONGEST_NUMBER = 4300
+"""Most digits pydantic's parser reads in a number's integer part (it refuses longer ones)."""
+_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (_LONGEST_NUMBER + 1)).search
+"""Finds a run of digits longer than pydantic reads (msgspec skips unknown numbers unread)."""
 
 
 def _nested(data: bytes) -> bool:

@@ -32,6 +32,7 @@ import ctypes.util
 import gc
 import logging
 import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,17 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     Returns
     -------
     bool
-        True when the threshold was set; False where the C library is not
-        glibc (no ``mallopt``) or refuses it, or when ``MALLOC_MMAP_THRESHOLD_``
+        True when the threshold was set; False off Linux, where the C library
+        has no ``mallopt`` (not glibc) or refuses it, or when ``MALLOC_MMAP_THRESHOLD_``
         is in the environment (glibc then already uses that value).
     """
-    if ENVIRONMENT_VARIABLE in os.environ:
+    if ENVIRONMENT_VARIABLE in os.environ or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(name)  # None: the process's own symbols, libc's among them
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         log.debug("no mallopt in the C library %s: allocator left as it is", name)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -285,15 +285,17 @@ def _update_multiclass(
 ) -> None:
     """Count multiclass pairs, with their class scores where the prediction carried them.
 
-    Pairs are grouped by the classes their scores name (usually one group), so
-    each group's scores form one matrix; pairs without scores count in the
-    confusion matrix only.
+    Pairs are grouped by the set of classes their scores name (usually one
+    group, whatever order each prediction lists them in), so each group's
+    scores form one matrix; pairs without scores count in the confusion
+    matrix only.
     """
-    groups: dict[tuple[str, ...], list[int]] = {}
+    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, float]]]] = {}
     unscored: list[int] = []
     for index, pair in enumerate(pairs):
-        if pair.scores:
-            groups.setdefault(tuple(pair.scores), []).append(index)
+        scores = pair.scores
+        if scores:
+            groups.setdefault(tuple(sorted(scores)), []).append((index, scores))
         else:
             unscored.append(index)
     if len(unscored) == len(pairs):
@@ -301,12 +303,12 @@ def _update_multiclass(
         return
     if unscored:
         stats.update([labels[i] for i in unscored], [predicted[i] for i in unscored])
-    for classes, rows in groups.items():
-        scores = np.asarray(
-            [list(pairs[i].scores.values()) for i in rows],  # type: ignore[union-attr]
-            dtype=np.float64,
+    for classes, members in groups.items():
+        rows = [index for index, _ in members]
+        matrix = np.asarray(
+            [[scores[name] for name in classes] for _, scores in members], dtype=np.float64
         )
-        stats.update([labels[i] for i in rows], [predicted[i] for i in rows], scores, classes)
+        stats.update([labels[i] for i in rows], [predicted[i] for i in rows], matrix, classes)
 
 
 @dataclass

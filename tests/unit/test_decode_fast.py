@@ -615,7 +615,14 @@ BOUNDARIES: list[tuple[str, bytes | str, InputLimits]] = [
             b'"note": 01',
             b'"note": [1,]',
             b'"note": tru',
+            b'"note": 1' + b"0" * 4300,
+            b'"note": -1' + b"0" * 4300 + b".5",
+            b'"note": {"a": 1' + b"0" * 4299 + b"}",
         ]
+    ],
+    *[
+        ("prediction", with_literal(literal), InputLimits())
+        for literal in ["1" + "0" * 4300 + "e-4300", "1" + "0" * 4299 + "e-4299"]
     ],
     (
         "prediction",

@@ -629,7 +629,9 @@ def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions()
             "features": {"x": float(index)}, "prediction": predicted[index],
         }  # fmt: skip
         if index % 8 != 7:  # every eighth prediction carries no scores
-            document["scores"] = dict(zip(classes, probabilities[index].tolist(), strict=True))
+            scores = list(zip(classes, probabilities[index].tolist(), strict=True))
+            # listed in a different order by every other prediction
+            document["scores"] = dict(scores if index % 2 else scores[::-1])
         predictions.append(orjson.dumps(document))
         labels.append(
             orjson.dumps(
