@@ -362,7 +362,7 @@ _TIMESTAMP = re.compile(
     r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 ).fullmatch
 _EXACT_INT_FLOAT = 2.0**63
-"""Floats below this magnitude came from a float literal, not an integer one."""
+"""Float labels of this magnitude or more are left to pydantic, as 65-bit integers are."""
 _INT_LOW, _INT_HIGH = -(2**63), 2**64
 """Integers pydantic and msgspec both keep exact (beyond them pydantic decides)."""
 
