@@ -464,19 +464,18 @@ _UNSET = msgspec.UNSET
 def _struct(data: bytes, decoder: msgspec.json.Decoder[Any], limit: int) -> Any:
     """The message as a struct, or None when msgspec refuses it or it is too big or deep."""
     size = len(data)
-    if (
-        size > limit
-        or not (data.isascii() or _utf8(data))
-        or _SURROGATE(data)
-        or (size > _LONGEST_NUMBER and _LONG_NUMBER(data))
-    ):
+    if size > limit or not (data.isascii() or _utf8(data)) or _SURROGATE(data):
         return None
     try:
         struct = decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     version = struct.schema_version
-    if (version is not _UNSET and version != SCHEMA_VERSION) or _nested(data):
+    if (
+        (version is not _UNSET and version != SCHEMA_VERSION)
+        or _nested(data)
+        or (size > _LONGEST_NUMBER and _LONG_RUN in data.translate(_DIGITS_AS_ZERO))
+    ):
         return None
     return struct
 
@@ -496,8 +495,11 @@ _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]").search
 
 _LONGEST_NUMBER = 4300
 """Most digits pydantic's parser reads in a number's integer part (it refuses longer ones)."""
-_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (_LONGEST_NUMBER + 1)).search
-"""Finds a run of digits longer than pydantic reads (msgspec skips unknown numbers unread)."""
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * (_LONGEST_NUMBER + 1)
+"""A run of digits longer than pydantic reads, once every digit is a 0 (msgspec skips
+unknown numbers unread). Translating and searching costs about a millisecond a
+megabyte, a regular expression for the run ten times more."""
 
 
 def _nested(data: bytes) -> bool:
