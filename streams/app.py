@@ -426,13 +426,15 @@ class Worker:
                     ),
                 )
         for partition, merger in sorted(self.mergers.items()):
-            if merger.ignored_partials or merger.dropped_windows:
+            if merger.ignored_partials or merger.dropped_windows or merger.incomplete_drift:
                 log.info(
                     "merger %d: partials of settled or forgotten windows ignored %d, "
-                    "of windows outside line protocol's times dropped %d",
+                    "of windows outside line protocol's times dropped %d; windows without "
+                    "drift for want of a reference profile on some partition %d",
                     partition,
                     merger.ignored_partials,
                     merger.dropped_windows,
+                    merger.incomplete_drift,
                 )
         for loop in self.loops:
             log.info(

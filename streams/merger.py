@@ -48,6 +48,7 @@ from typing import Any
 
 from alerts.observation import WindowObservation
 from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
+from detectors.profile import ReferenceProfile
 from detectors.quality import DataQualityResult, data_quality
 from detectors.registry import run_drift
 from detectors.result import DriftResult
@@ -162,6 +163,8 @@ class WindowMerger:
         """Partials of settled or forgotten windows, ignored (replays after a restart)."""
         self.dropped_windows = 0
         """Partials dropped because their window starts outside line protocol's times."""
+        self.incomplete_drift = 0
+        """Windows whose drift was not computed: their sketches missed some predictions."""
         self._dropped_unreported = 0
         self._drop_warned_at: float | None = None
 
@@ -528,11 +531,8 @@ class WindowMerger:
         qualities: dict[str, DataQualityResult] = {}
         dataset: DatasetDriftDecision | None = None
         out: list[Point] = []
-        payloads = [partial.payload for partial in partials if partial.payload is not None]
-        if reference is not None and payloads:
-            merged = DriftAccumulator.from_bytes(payloads[0], reference)
-            for payload in payloads[1:]:
-                merged = merged.merge(DriftAccumulator.from_bytes(payload, reference))
+        merged = self._sketches(key, partials, predictions, reference)
+        if merged is not None and reference is not None:
             for feature in model.features:
                 sketch = merged.features.get(feature.name)
                 profile = reference.features.get(feature.name)
@@ -610,6 +610,45 @@ class WindowMerger:
             )
         )
         return DriftWindowResult(key, predictions, features, prediction, dataset, out)
+
+    def _sketches(
+        self,
+        key: WindowKey,
+        partials: list[DriftPartial],
+        predictions: int,
+        reference: ReferenceProfile | None,
+    ) -> DriftAccumulator | None:
+        """The window's merged sketches, or None when they did not count every prediction.
+
+        A partition sketches a window only when it has the version's reference
+        profile as the window begins: a profile written after some workers
+        started is read by a worker that starts (or takes a partition over)
+        later, not by the others. Drift from the partitions that happened to
+        have it would rest on part of the window, so none is computed.
+        """
+        payloads = [partial.payload for partial in partials if partial.payload is not None]
+        if reference is None or not payloads:
+            return None
+        accumulators = [DriftAccumulator.from_bytes(payload, reference) for payload in payloads]
+        sketched = sum(accumulator.predictions for accumulator in accumulators)
+        if sketched != predictions:
+            self.incomplete_drift += 1
+            log.warning(
+                "drift of %s version %s, segment %s, window %s not computed: its sketches "
+                "hold %d of its %d predictions (the reference profile was not loaded by every "
+                "partition when the window began; restart the workers after writing a profile)",
+                key.model_id,
+                key.model_version,
+                key.segment,
+                window_start(key).isoformat(),
+                sketched,
+                predictions,
+            )
+            return None
+        merged = accumulators[0]
+        for accumulator in accumulators[1:]:
+            merged = merged.merge(accumulator)
+        return merged
 
     @staticmethod
     def _drift_points(

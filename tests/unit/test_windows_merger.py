@@ -667,3 +667,36 @@ def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions()
     want = log_loss([truth[i] for i in scored], probabilities[scored], labels=classes)
     assert metric["log_loss"]["value"] == pytest.approx(want, rel=1e-12)
     assert metric["log_loss"]["n_labelled"] == len(scored)
+
+
+def test_no_drift_from_a_window_some_partitions_sketched_without_the_profile() -> None:
+    # Partition 1 started before the profile was written: it counts its
+    # predictions but has no sketches. Drift from partition 0's sketches alone
+    # would describe two thirds of the window as if it were all of it.
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: 0.0)
+    first, second = Partition(0), Partition(1)
+    second.processor = PartitionProcessor(
+        1, CONFIG, lambda *_: None, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+    )
+    xs = [0.1, -0.4, 1.2, 0.3, -1.0, 0.8]
+    feed(
+        merger,
+        first,
+        first.messages("p", [prediction(f"a{i}", i, x) for i, x in enumerate(xs[:4])]),
+    )
+    feed(
+        merger,
+        second,
+        second.messages("p", [prediction(f"b{i}", i, x) for i, x in enumerate(xs[4:])]),
+    )
+    feed(merger, first, first.messages("p", [prediction("a9", 75, 0.0)]))
+    feed(merger, second, second.messages("p", [prediction("b9", 71, 0.0)]))
+    found = merger.evaluate()
+    assert by_series(found, "feature_drift") == {}
+    assert by_series(found, "data_quality") == {}
+    assert merger.incomplete_drift == 2  # the all segment and region=eu
+    volume = by_series(found, "volume")
+    assert (
+        volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "all"))]["predictions"]
+        == 6
+    )
