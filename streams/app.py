@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,25 +52,61 @@ from streams.windows import DriftPartial, PerformancePartial, WindowKey
 log = logging.getLogger(__name__)
 
 
-class ReferenceStore:
-    """Loads reference profiles named by the configuration, once each."""
+REFERENCE_RETRY_S = 60.0
+"""How long a missing or unreadable reference profile is taken as absent before it is read again."""
 
-    def __init__(self, config: MonitorConfig, base: Path) -> None:
+
+class ReferenceStore:
+    """Loads reference profiles named by the configuration.
+
+    A profile that loads is kept. One that is missing or unreadable is looked
+    for again ``retry_s`` later, so a profile written after the workers
+    started (a new model version deployed before its profile was built) is
+    picked up without a restart; the warning is logged the first time only.
+    Windows that began before a partition found the profile have incomplete
+    sketches and get no drift (:class:`streams.merger.WindowMerger`).
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        base: Path,
+        *,
+        retry_s: float = REFERENCE_RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.base = base
-        self._cache: dict[tuple[str, str], ReferenceProfile | None] = {}
+        self.retry_s = retry_s
+        self.clock = clock
+        self._cache: dict[tuple[str, str], ReferenceProfile] = {}
+        self._absent: dict[tuple[str, str], float] = {}
+        """Profiles not found, with when to look again (never for a version that names no file)."""
 
     def __call__(self, model_id: str, version: str) -> ReferenceProfile | None:
         key = (model_id, version)
-        if key not in self._cache:
-            self._cache[key] = self._load(model_id, version)
-        return self._cache[key]
+        reference = self._cache.get(key)
+        if reference is not None:
+            return reference
+        retry_at = self._absent.get(key)
+        if retry_at is not None and self.clock() < retry_at:
+            return None
+        reference = self._load(model_id, version, quiet=retry_at is not None)
+        if reference is None:
+            if self._absent.get(key) != math.inf:
+                self._absent[key] = self.clock() + self.retry_s
+            return None
+        self._absent.pop(key, None)
+        self._cache[key] = reference
+        return reference
 
-    def _load(self, model_id: str, version: str) -> ReferenceProfile | None:
+    def _load(self, model_id: str, version: str, *, quiet: bool) -> ReferenceProfile | None:
         model = self.config.model(model_id)
         if model is None:
+            self._absent[(model_id, version)] = math.inf
             return None
         if "/" in version or "\\" in version or version in (".", "..") or "\0" in version:
+            self._absent[(model_id, version)] = math.inf
             log.warning(
                 "model %s version %r cannot name a reference file (path characters): drift is "
                 "not computed for it",
@@ -83,21 +120,26 @@ class ReferenceStore:
         try:
             reference = ReferenceProfile.from_json(path.read_bytes())
         except FileNotFoundError:
-            log.warning(
-                "no reference profile for %s version %s at %s: drift is not computed for it "
-                "(volume and performance are)",
-                model_id,
-                version,
-                path,
-            )
+            if not quiet:
+                log.warning(
+                    "no reference profile for %s version %s at %s: drift is not computed for "
+                    "it (volume and performance are); looking again every %.0f s",
+                    model_id,
+                    version,
+                    path,
+                    self.retry_s,
+                )
             return None
         except (OSError, ValueError) as exc:
-            log.error(
-                "reference profile for %s version %r unreadable (%s): drift is not computed for it",
-                model_id,
-                version[:80],
-                exc,
-            )
+            if not quiet:
+                log.error(
+                    "reference profile for %s version %r unreadable (%s): drift is not "
+                    "computed for it; reading it again every %.0f s",
+                    model_id,
+                    version[:80],
+                    exc,
+                    self.retry_s,
+                )
             return None
         log.info("loaded reference profile of %s version %s from %s", model_id, version, path)
         return reference

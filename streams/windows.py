@@ -501,7 +501,7 @@ class PartitionWindows:
     def __init__(self, config: MonitorConfig, load_reference: ReferenceLoader) -> None:
         self.config = config
         self._load_reference = load_reference
-        self._references: dict[tuple[str, str], ReferenceProfile | None] = {}
+        self._references: dict[tuple[str, str], ReferenceProfile] = {}
         self.drift: dict[WindowKey, DriftAccumulator] = {}
         self.predictions_by_window: dict[WindowKey, int] = defaultdict(int)
         self.performance: dict[WindowKey, PerformanceAccumulator] = {}
@@ -518,11 +518,15 @@ class PartitionWindows:
         """Refused messages attributed to windows already forgotten (in the dead-letter topic)."""
 
     def reference(self, model_id: str, version: str) -> ReferenceProfile | None:
-        """The reference profile of a model version (cached)."""
+        """The reference profile of a model version (kept once found; the loader is asked
+        again while it has none, and decides how often it looks)."""
         key = (model_id, version)
-        if key not in self._references:
-            self._references[key] = self._load_reference(model_id, version)
-        return self._references[key]
+        reference = self._references.get(key)
+        if reference is None:
+            reference = self._load_reference(model_id, version)
+            if reference is not None:
+                self._references[key] = reference
+        return reference
 
     def _model(self, model_id: str) -> ModelConfig:
         return self._windowing_of(model_id).model

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import gc
 import json
+import logging
 import math
 import random
 import time
@@ -1598,3 +1599,28 @@ def test_a_worker_dead_letters_every_hostile_message_and_keeps_the_valid_results
         f"dead letters matched by offset); produced in {produced_at - started:.0f} s, "
         f"worker done in {time.monotonic() - produced_at:.0f} s"
     )
+
+
+def test_a_reference_profile_written_after_start_is_found_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [0.0]
+    store = ReferenceStore(CONFIG, tmp_path, retry_s=60.0, clock=lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="streams.app"):
+        assert store("churn", "1") is None
+        profile = ReferenceProfile("churn", "1", features={})
+        (tmp_path / "ref-1.json").write_text(profile.to_json())
+        clock[0] = 59.0  # not looked for again yet
+        assert store("churn", "1") is None
+        clock[0] = 60.0
+        found = store("churn", "1")
+        assert found is not None and found.model_version == "1"
+        (tmp_path / "ref-1.json").unlink()
+        assert store("churn", "1") is found  # kept once loaded
+        # a version that cannot name a file is never looked for again
+        assert store("churn", "../x") is None
+        clock[0] = 1e9
+        assert store("churn", "../x") is None
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("no reference profile for churn version 1" in m for m in messages) == 1
+    assert sum("cannot name a reference file" in m for m in messages) == 1

@@ -700,3 +700,38 @@ def test_no_drift_from_a_window_some_partitions_sketched_without_the_profile() -
         volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "all"))]["predictions"]
         == 6
     )
+
+
+def test_a_profile_found_mid_window_gives_drift_from_the_next_window_on() -> None:
+    available = [False]
+
+    def appearing(model_id: str, version: str) -> ReferenceProfile | None:
+        return load(model_id, version) if available[0] else None
+
+    merger = WindowMerger(CONFIG, appearing, partitions=1, clock=lambda: 0.0)
+    part = Partition(0)
+    part.processor = PartitionProcessor(
+        0, CONFIG, appearing, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+    )
+    feed(merger, part, part.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(4)]))
+    available[0] = True  # the profile is written while window [0, 60 s) is open
+    feed(merger, part, part.messages("p", [prediction(f"b{i}", 4 + i, 0.2) for i in range(2)]))
+    xs = [0.3, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9]
+    feed(
+        merger,
+        part,
+        part.messages("p", [prediction(f"c{i}", 61 + i, x) for i, x in enumerate(xs)]),
+    )
+    feed(merger, part, part.messages("p", [prediction("z", 200, 0.0)]))
+    found = merger.evaluate()
+    drift = [
+        p for p in found if p.measurement == "feature_drift" and dict(p.tags)["feature"] == "x"
+    ]
+    starts = {p.time for p in drift}
+    assert len(starts) == 1  # the second window only
+    [all_segment] = [p for p in drift if dict(p.tags)["segment"] == "all"]
+    assert all_segment.fields["n_current"] == len(xs)
+    sketch = empty_sketch(REFERENCE.features["x"]).update(xs)
+    want = run_drift("ks", REFERENCE.features["x"], sketch, min_samples=5)
+    assert all_segment.fields["statistic"] == want.statistic
+    assert merger.incomplete_drift == 2  # the first window: all and region=eu
