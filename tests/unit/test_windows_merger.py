@@ -23,6 +23,7 @@ from streams.windows import (
     DriftAccumulator,
     FeatureColumns,
     PartitionWindows,
+    ReferenceLoader,
     WindowKey,
     _numeric_column,
 )
@@ -78,11 +79,16 @@ def label(pid: str, second: float, value: int) -> bytes:
 
 
 class Partition:
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, references: ReferenceLoader = load) -> None:
         self.number = number
         self.offsets = {"p": 0, "l": 0}
         self.processor = PartitionProcessor(
-            number, CONFIG, load, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+            number,
+            CONFIG,
+            references,
+            predictions_topic="p",
+            labels_topic="l",
+            limits=DEFAULT_LIMITS,
         )
 
     def messages(self, topic: str, values: list[bytes]) -> list[RawMessage]:
@@ -113,10 +119,8 @@ def by_series(found: list[Point], measurement: str) -> dict[tuple[Any, ...], dic
     return {p.tags: p.fields for p in found if p.measurement == measurement}
 
 
-def test_a_window_is_evaluated_once_every_partition_has_closed_it() -> None:
-    clock = [0.0]
-    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
-    first, second = Partition(0), Partition(1)
+def feed_first_window(merger: WindowMerger, first: Partition, second: Partition) -> list[float]:
+    """Six predictions of window [0, 60 s), four to the first partition and two to the second."""
     xs = [0.1, -0.4, 1.2, 0.3, -1.0, 0.8]
     feed(
         merger,
@@ -128,6 +132,14 @@ def test_a_window_is_evaluated_once_every_partition_has_closed_it() -> None:
         second,
         second.messages("p", [prediction(f"b{i}", i, x) for i, x in enumerate(xs[4:])]),
     )
+    return xs
+
+
+def test_a_window_is_evaluated_once_every_partition_has_closed_it() -> None:
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    first, second = Partition(0), Partition(1)
+    xs = feed_first_window(merger, first, second)
     # partition 0 moves past 60 + 10 s; partition 1 has not: nothing yet
     feed(merger, first, first.messages("p", [prediction("a9", 75, 0.0)]))
     assert merger.evaluate() == []
@@ -674,21 +686,8 @@ def test_no_drift_from_a_window_some_partitions_sketched_without_the_profile() -
     # predictions but has no sketches. Drift from partition 0's sketches alone
     # would describe two thirds of the window as if it were all of it.
     merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: 0.0)
-    first, second = Partition(0), Partition(1)
-    second.processor = PartitionProcessor(
-        1, CONFIG, lambda *_: None, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
-    )
-    xs = [0.1, -0.4, 1.2, 0.3, -1.0, 0.8]
-    feed(
-        merger,
-        first,
-        first.messages("p", [prediction(f"a{i}", i, x) for i, x in enumerate(xs[:4])]),
-    )
-    feed(
-        merger,
-        second,
-        second.messages("p", [prediction(f"b{i}", i, x) for i, x in enumerate(xs[4:])]),
-    )
+    first, second = Partition(0), Partition(1, lambda *_: None)
+    feed_first_window(merger, first, second)
     feed(merger, first, first.messages("p", [prediction("a9", 75, 0.0)]))
     feed(merger, second, second.messages("p", [prediction("b9", 71, 0.0)]))
     found = merger.evaluate()
@@ -709,10 +708,7 @@ def test_a_profile_found_mid_window_gives_drift_from_the_next_window_on() -> Non
         return load(model_id, version) if available[0] else None
 
     merger = WindowMerger(CONFIG, appearing, partitions=1, clock=lambda: 0.0)
-    part = Partition(0)
-    part.processor = PartitionProcessor(
-        0, CONFIG, appearing, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
-    )
+    part = Partition(0, appearing)
     feed(merger, part, part.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(4)]))
     available[0] = True  # the profile is written while window [0, 60 s) is open
     feed(merger, part, part.messages("p", [prediction(f"b{i}", 4 + i, 0.2) for i in range(2)]))
