@@ -88,25 +88,26 @@ class ReferenceStore:
         reference = self._cache.get(key)
         if reference is not None:
             return reference
-        retry_at = self._absent.get(key)
-        if retry_at is not None and self.clock() < retry_at:
+        if self.clock() < self._absent.get(key, -math.inf):
             return None
-        reference = self._load(model_id, version, quiet=retry_at is not None)
+        path = self._path(model_id, version)
+        if path is None:
+            self._absent[key] = math.inf
+            return None
+        reference = self._read(model_id, version, path, quiet=key in self._absent)
         if reference is None:
-            if self._absent.get(key) != math.inf:
-                self._absent[key] = self.clock() + self.retry_s
+            self._absent[key] = self.clock() + self.retry_s
             return None
         self._absent.pop(key, None)
         self._cache[key] = reference
         return reference
 
-    def _load(self, model_id: str, version: str, *, quiet: bool) -> ReferenceProfile | None:
+    def _path(self, model_id: str, version: str) -> Path | None:
+        """The profile's file, or None when the model or the version names none."""
         model = self.config.model(model_id)
         if model is None:
-            self._absent[(model_id, version)] = math.inf
             return None
         if "/" in version or "\\" in version or version in (".", "..") or "\0" in version:
-            self._absent[(model_id, version)] = math.inf
             log.warning(
                 "model %s version %r cannot name a reference file (path characters): drift is "
                 "not computed for it",
@@ -115,8 +116,12 @@ class ReferenceStore:
             )
             return None
         path = Path(model.reference_path(version))
-        if not path.is_absolute():
-            path = self.base / path
+        return path if path.is_absolute() else self.base / path
+
+    def _read(
+        self, model_id: str, version: str, path: Path, *, quiet: bool
+    ) -> ReferenceProfile | None:
+        """The profile in ``path``, or None (warned about unless ``quiet``)."""
         try:
             reference = ReferenceProfile.from_json(path.read_bytes())
         except FileNotFoundError:

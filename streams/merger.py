@@ -620,11 +620,11 @@ class WindowMerger:
     ) -> DriftAccumulator | None:
         """The window's merged sketches, or None when they did not count every prediction.
 
-        A partition sketches a window only when it has the version's reference
-        profile as the window begins: a profile written after some workers
-        started is read by a worker that starts (or takes a partition over)
-        later, not by the others. Drift from the partitions that happened to
-        have it would rest on part of the window, so none is computed.
+        A partition sketches a window only from when it has the version's
+        reference profile: a profile written while workers run is found by each
+        partition at its own moment (:class:`streams.app.ReferenceStore`), so
+        the windows open then hold sketches of part of their predictions. Drift
+        from them would rest on part of the window, so none is computed.
         """
         payloads = [partial.payload for partial in partials if partial.payload is not None]
         if reference is None or not payloads:
@@ -636,7 +636,8 @@ class WindowMerger:
             log.warning(
                 "drift of %s version %s, segment %s, window %s not computed: its sketches "
                 "hold %d of its %d predictions (the reference profile was not loaded by every "
-                "partition when the window began; restart the workers after writing a profile)",
+                "partition when the window began; one written while workers run is found within "
+                "a minute, and the windows that begin after that have drift)",
                 key.model_id,
                 key.model_version,
                 key.segment,

@@ -298,9 +298,6 @@ def _update_multiclass(
             groups.setdefault(tuple(sorted(scores)), []).append((index, scores))
         else:
             unscored.append(index)
-    if len(unscored) == len(pairs):
-        stats.update(labels, predicted)
-        return
     if unscored:
         stats.update([labels[i] for i in unscored], [predicted[i] for i in unscored])
     for classes, members in groups.items():
