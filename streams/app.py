@@ -40,6 +40,7 @@ from alerts.engine import AlertEngine
 from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams import points
+from streams.allocator import trim_heap
 from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import KafkaMessage
 from streams.merger import WindowMerger
@@ -666,6 +667,9 @@ class _InputHandler:
         for number in sorted({number for _, number in partitions}):
             if number in self.worker.processors:
                 self.worker.checkpoint(number)
+        # The batches and checkpoints since the last round have freed their
+        # blocks; the heap hands the pages back (streams/allocator.py).
+        trim_heap()
 
     def revoked(self, partitions: set[Partition]) -> None:
         for topic in {topic for topic, _ in partitions}:

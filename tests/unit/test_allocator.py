@@ -95,3 +95,54 @@ def test_the_worker_collects_cycles_less_often_and_still_collects_them() -> None
     assert int(after) - int(before) >= 19_000
     # ... and a collection still finds every one of them.
     assert int(collected) >= 20_000
+
+
+# Allocates 40,000 blocks of 1 KiB (malloc's), keeps one in 32 (so every freed
+# run has a live block above it and the heap cannot shrink from its top), frees
+# the others, then trims the heap or not. Prints the resident memory (KiB) with
+# the blocks held, after they are freed, and after the trim, and what
+# trim_heap returned.
+TRIM_PROBE = textwrap.dedent(
+    """
+    import sys
+    from streams.allocator import trim_heap
+
+    def rss_kib():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    blocks = [bytes(1024) + index.to_bytes(4, "little") for index in range(40_000)]
+    held = rss_kib()
+    kept = blocks[31::32]
+    del blocks
+    freed = rss_kib()
+    returned = trim_heap() if sys.argv[1] == "trim" else False
+    print(returned, held, freed, rss_kib(), len(kept))
+    """
+)
+
+
+def run_trim_probe(mode: str) -> tuple[bool, int, int, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    returned, held, freed, trimmed, _ = done.stdout.split()
+    return returned == "True", int(held), int(freed), int(trimmed)
+
+
+def test_trimming_returns_free_pages_inside_the_heap() -> None:
+    blocks_kib = 40_000 * 31 // 32  # the freed blocks, about 38 MiB
+    returned, held, freed, trimmed = run_trim_probe("trim")
+    # Freeing alone gives back little: the kept blocks pin the heap ...
+    assert held - freed < 0.2 * blocks_kib, (held, freed)
+    # ... trimming returns most of it.
+    assert returned
+    assert freed - trimmed > 0.6 * blocks_kib, (freed, trimmed)
+    # Without the trim the memory stays (the probe tells the two apart).
+    _, held, freed, untrimmed = run_trim_probe("leave")
+    assert held - untrimmed < 0.2 * blocks_kib, (held, untrimmed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,8 @@ from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfi
 from detectors.registry import run_drift
 from detectors.sketch import empty_sketch
 from schemas import DEFAULT_LIMITS, MonitorConfig, PredictionEvent
-from streams.decode import RawMessage
+from streams import partition as partition_module
+from streams.decode import RawMessage, decode_predictions
 from streams.merger import WindowMerger
 from streams.partition import PartitionProcessor
 from streams.points import Point
@@ -414,6 +416,74 @@ def test_duplicate_predictions_stay_out_of_the_windows() -> None:
     assert volume["predictions"] == 6
     counters = part.processor.join.counters()
     assert sum(c.duplicate_predictions for c in counters.values()) == 3
+
+
+def sliced_traffic(part: Partition) -> list[RawMessage]:
+    """One backlog batch of 2,500 predictions over three windows, with what slices
+    must not lose: ids repeated across slice boundaries, refused messages, late
+    predictions, and labels for predictions before and after them in the batch."""
+    values = []
+    for i in range(2_500):
+        second = i * 0.06 if i % 97 else max(0.0, i * 0.06 - 80)  # every 97th is late
+        values.append(
+            prediction(f"s{i}", second, (i % 13) / 3 - 2, "abc"[i % 3], ["eu", "us"][i % 2])
+        )
+    values[999] = values[1000] = prediction("edge", 50.0, 0.5)  # both sides of a boundary
+    values[1500] = prediction("s10", 10.0, 0.1)  # a repeat of an id from the first slice
+    values[1234] = b"{not json"
+    values[2001] = b'{"prediction_id": "bad"}'
+    labels = [label(f"s{i}", 100.0, i % 2) for i in range(0, 2_500, 7)]
+    return part.messages("l", labels) + part.messages("p", values)
+
+
+def test_a_batch_applied_in_slices_gives_what_it_gives_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes = []
+    for slice_size in (partition_module.SLICE_PREDICTIONS, 10**9):
+        monkeypatch.setattr(partition_module, "SLICE_PREDICTIONS", slice_size)
+        slices: list[int] = []
+        decode = decode_predictions
+
+        def counted(
+            messages: Sequence[Any], *args: Any, decode: Any = decode, slices: list[int] = slices
+        ) -> Any:
+            slices.append(len(messages))
+            return decode(messages, *args)
+
+        monkeypatch.setattr(partition_module, "decode_predictions", counted)
+        merger = WindowMerger(CONFIG, load, partitions=1)
+        part = Partition(0)
+        result = feed(merger, part, sliced_traffic(part))
+        feed(merger, part, part.messages("p", [prediction("z", 2_000, 0.0)]))
+        outcomes.append(
+            (
+                sorted(p.to_line_protocol() for p in merger.evaluate()),
+                [(letter.source_offset, letter.error_message) for letter in result.dead_letters],
+                result.predictions,
+                part.processor.join.counters(),
+            )
+        )
+        assert max(slices) <= slice_size
+        if slice_size < 2_500:
+            assert slices == [1_000, 1_000, 500, 1]
+    sliced, whole = outcomes
+    assert sliced == whole
+    lines, letters, predictions, counters = whole
+    assert [offset for offset, _ in letters] == [1234, 2001]
+    assert predictions == 2_500 - 2 - 2  # two refused, two repeats
+    assert sum(c.joined for c in counters.values()) == len(range(0, 2_500, 7))
+    assert sum(c.duplicate_predictions for c in counters.values()) == 2
+    assert any("late_predictions=" in line for line in lines)
+    labelled = [
+        int(re.search(r"n_labelled=(\d+)i", line).group(1))  # type: ignore[union-attr]
+        for line in lines
+        if line.startswith("model_performance,")
+        and "metric=accuracy" in line
+        and "segment=all" in line
+    ]
+    assert len(labelled) == 3  # every label reached its window's performance
+    assert sum(labelled) == len(range(0, 2_500, 7))
 
 
 # ------------------------------------------------- windows read each batch once
