@@ -273,6 +273,16 @@ class ModelConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
+    @property
+    def positive(self) -> str | int | bool:
+        """The positive class of a binary model: ``positive_class``, 1 when unset."""
+        return 1 if self.positive_class is None else self.positive_class
+
+    @property
+    def positive_score(self) -> str:
+        """The key of the positive class's score in a prediction's ``scores``."""
+        return str(self.positive)
+
     @field_validator("features")
     @classmethod
     def _unique_features(cls, features: list[FeatureConfig]) -> list[FeatureConfig]:

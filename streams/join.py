@@ -124,7 +124,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from schemas.config import WindowConfig
+from schemas.config import ModelConfig, WindowConfig
 from schemas.events import Label, LabelEvent, PredictionEvent
 
 DEFAULT_PREDICTIONS_TOPIC = "driftline.predictions"
@@ -318,16 +318,23 @@ class JoinPolicy:
         Seconds a label that arrived before its prediction is kept, ≥ 0:
         until the watermark is past the later of the watermark at its
         arrival and its own time, plus this.
+    score_kept
+        A class name: of each prediction's ``scores`` only this class's
+        score is kept (a binary model's positive class, the only score its
+        metrics read; a pending prediction with two class scores then takes
+        8 bytes less), and the pairs carry only it. None keeps every score.
 
     Examples
     --------
-    >>> JoinPolicy.from_window_config(WindowConfig(size="15m", label_horizon="2d"))
-    JoinPolicy(window_size_s=900.0, label_horizon_s=172800.0, orphan_label_ttl_s=86400.0)
+    >>> policy = JoinPolicy.from_window_config(WindowConfig(size="15m", label_horizon="2d"))
+    >>> policy.window_size_s, policy.label_horizon_s, policy.orphan_label_ttl_s, policy.score_kept
+    (900.0, 172800.0, 86400.0, None)
     """
 
     window_size_s: float
     label_horizon_s: float
     orphan_label_ttl_s: float
+    score_kept: str | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -340,15 +347,25 @@ class JoinPolicy:
                 raise JoinError(f"{name} must be a number of seconds, not {value!r}")
             if not (math.isfinite(value) and value >= low):
                 raise JoinError(f"{name} must be finite and {valid}, not {value!r}")
+        if self.score_kept is not None and not isinstance(self.score_kept, str):
+            raise JoinError(f"score_kept must be a class name or None, not {self.score_kept!r}")
 
     @classmethod
-    def from_window_config(cls, window: WindowConfig) -> JoinPolicy:
+    def from_window_config(cls, window: WindowConfig, score_kept: str | None = None) -> JoinPolicy:
         """The policy of a model's ``window`` section of the configuration."""
         return cls(
             window_size_s=window.size.total_seconds(),
             label_horizon_s=window.label_horizon.total_seconds(),
             orphan_label_ttl_s=window.orphan_label_ttl.total_seconds(),
+            score_kept=score_kept,
         )
+
+    @classmethod
+    def from_model(cls, model: ModelConfig) -> JoinPolicy:
+        """The policy of a configured model: its windows, and for a binary model only
+        the positive class's score (the only score its metrics read)."""
+        kept = model.positive_score if model.task == "binary" else None
+        return cls.from_window_config(model.window, kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +381,8 @@ class JoinedPair:
         the same segment), or None; :func:`schemas.outputs.segment_key` turns
         it into a window key.
     prediction, scores
-        What the model predicted, and its class probabilities or None.
+        What the model predicted, and its class probabilities or None (only
+        the kept class's when the policy keeps one: ``JoinPolicy.score_kept``).
     prediction_time_us, label_time_us, window_start_us
         Event times in integer microseconds since the UTC epoch; the
         ``prediction_time``, ``label_time`` and ``window_start`` properties
@@ -803,6 +821,7 @@ class _ModelJoin:
         "profiles",
         "released_orphans",
         "released_pending",
+        "score_kept",
         "score_width",
         "segments",
         "value_codes",
@@ -825,6 +844,7 @@ class _ModelJoin:
             0 if policy is None else (self.window_size_us + _to_us(policy.label_horizon_s))
         )
         self.orphan_ttl_us = 0 if policy is None else _to_us(policy.orphan_label_ttl_s)
+        self.score_kept = None if policy is None else policy.score_kept
         # Every held key (pending, joined or orphan) is one entry.
         self.entries = _Rows("tag", {"key": np.uint64, "tag": np.int32})
         self.index = _Index()
@@ -1620,6 +1640,10 @@ class JoinState:
             raw_segment = event.segment
             segment = None if raw_segment is None else tuple(raw_segment.items())
             scores = event.scores
+            kept = model.score_kept
+            if kept is not None and scores is not None:
+                score = scores.get(kept)
+                scores = None if score is None else {kept: score}
             if repeats:
                 changed[key] = at
             kinds[at] = _JOINED
@@ -1638,7 +1662,8 @@ class JoinState:
                         version,
                         None if segment is None else model.segment(segment),
                         event.prediction,
-                        None if scores is None else dict(scores),
+                        # a copy: the pair must not share the event's dict
+                        scores if scores is None or kept is not None else dict(scores),
                         time_us,
                         label,
                         label_time_us,

@@ -111,9 +111,7 @@ class PartitionProcessor:
         self.labels_topic = labels_topic
         self.limits = limits
         self.max_future = max_future
-        self.policies = {
-            model.id: JoinPolicy.from_window_config(model.window) for model in config.models
-        }
+        self.policies = {model.id: JoinPolicy.from_model(model) for model in config.models}
         self.join = JoinState(
             partition,
             self.policies,

@@ -134,10 +134,9 @@ def build_reference(
             kind = column_kind(column.type) or "categorical"
         prediction_profile = _profile(column, kind)
     if score:
-        positive = model.positive_class if model and model.positive_class is not None else 1
         profile = build_profile(_numeric(_column(table, score, data)), "numeric")
         assert isinstance(profile, NumericProfile)
-        scores[str(positive)] = profile
+        scores["1" if model is None else model.positive_score] = profile
     if target and prediction and model is not None:
         baseline = _baseline(
             model.task,
@@ -145,7 +144,7 @@ def build_reference(
             _column(table, target, data),
             _column(table, prediction, data),
             _column(table, score, data) if score else None,
-            1 if model.positive_class is None else model.positive_class,
+            model.positive,
         )
     if progress is not None and task_id is not None:
         progress.advance(task_id)

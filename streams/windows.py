@@ -326,8 +326,7 @@ class PerformanceAccumulator:
         predicted = [pair.prediction for pair in pairs]
         stats = self.stats
         if isinstance(stats, BinaryStats):
-            positive = 1 if model.positive_class is None else model.positive_class
-            key = str(positive)
+            positive, key = model.positive, model.positive_score
             scores = np.asarray(
                 [
                     math.nan if pair.scores is None else pair.scores.get(key, math.nan)

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import streams.join
-from schemas.config import WindowConfig
+from schemas.config import ModelConfig, WindowConfig
 from schemas.events import Label, LabelEvent, PredictionEvent
 from streams.join import (
     CHECKPOINT_MAGIC,
@@ -611,6 +611,53 @@ def test_policy_rejects_bad_values_naming_them(arguments: tuple[Any, ...], messa
 def test_policy_from_window_config() -> None:
     window = WindowConfig(size="30m", label_horizon="3d", orphan_label_ttl="6h")
     assert JoinPolicy.from_window_config(window) == JoinPolicy(1800, 259200, 21600)
+
+
+def test_policy_of_a_configured_model_keeps_the_positive_score_of_binary_models() -> None:
+    def model(task: str, **extra: Any) -> ModelConfig:
+        return ModelConfig(
+            id="m",
+            task=task,
+            reference="r.json",
+            features=[{"name": "x", "kind": "numeric"}],
+            window={"size": "30m", "label_horizon": "3d", "orphan_label_ttl": "6h"},
+            **extra,
+        )
+
+    window = (1800, 259200, 21600)
+    assert JoinPolicy.from_model(model("binary")) == JoinPolicy(*window, score_kept="1")
+    binary_yes = model("binary", positive_class="yes")
+    assert JoinPolicy.from_model(binary_yes) == JoinPolicy(*window, score_kept="yes")
+    assert JoinPolicy.from_model(model("multiclass")) == JoinPolicy(*window)
+    assert JoinPolicy.from_model(model("regression")) == JoinPolicy(*window)
+    with pytest.raises(JoinError, match="score_kept"):
+        JoinPolicy(*window, score_kept=1)  # type: ignore[arg-type]
+
+
+def test_a_kept_score_is_the_only_score_held_and_paired() -> None:
+    feed = Feed(JoinState(3, {"m": JoinPolicy(3600, 7200, 1800, score_kept="1")}))
+    both = {"0": 0.25, "1": 0.75}
+    waiting = prediction("b", 60, scores=dict(both))
+    feed.labels(label("b", 50, value=0))  # before its prediction: an orphan
+    [orphan_pair] = feed.predictions(
+        waiting,
+        prediction("a", 10, scores=dict(both)),
+        prediction("c", 20, scores={"0": 0.5}),  # no positive score
+        prediction("d", 30),
+    )
+    pairs = feed.labels(label("a", 100), label("c", 100), label("d", 100))
+    assert orphan_pair.scores == {"1": 0.75}
+    assert waiting.scores == both  # the event's own dict is left as it was
+    assert [pair.scores for pair in pairs] == [{"1": 0.75}, None, None]
+    # Pending predictions hold one score each, not two.
+    feed.predictions(prediction("e", 40, scores=dict(both)))
+    assert feed.state._models["m"].score_width == 1
+    # Without the policy's class every score is kept (the default).
+    feed = Feed()
+    feed.predictions(prediction("e", 40, scores=dict(both)))
+    assert feed.state._models["m"].score_width == 2
+    [pair] = feed.labels(label("e", 100))
+    assert pair.scores == both
 
 
 @pytest.mark.parametrize(
