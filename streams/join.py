@@ -1090,9 +1090,17 @@ class _ModelJoin:
             all_scores = batch.changes["scores"]
             scores = [all_scores[p] for p in positions]
             try:
-                flat = np.fromiter(chain.from_iterable(scores), np.float64, count * width)
-                pending["scores"][rows] = flat.reshape(count, width)
-            except (ValueError, TypeError):  # rows with fewer classes, or none
+                # Rows of one length (all classes, or the one kept when rows of
+                # every score, from before the policy kept one, are still held).
+                [length] = set(map(len, scores))
+                flat = np.fromiter(chain.from_iterable(scores), np.float64, count * length)
+                if length == width:
+                    pending["scores"][rows] = flat.reshape(count, width)
+                else:
+                    block = np.full((count, width), np.nan)
+                    block[:, :length] = flat.reshape(count, length)
+                    pending["scores"][rows] = block
+            except (ValueError, TypeError):  # rows of several lengths, or without scores
                 block = np.full((count, width), np.nan)
                 for row, values_row in enumerate(scores):
                     if values_row:
@@ -1459,9 +1467,10 @@ class JoinState:
     def has_prediction(self, model_id: str, prediction_id: str) -> bool:
         """Whether a prediction with this id is held (pending or joined, until its horizon).
 
-        A second prediction with a held id is a duplicate: the worker keeps it
-        out of the drift windows as well as out of the join.  For a whole
-        batch, :meth:`held_predictions` is several times faster.
+        A second prediction with a held id is a duplicate (unless the watermark
+        has passed its window's horizon by then): :meth:`add_predictions`
+        counts it as one and keeps it out of the state.  For a whole batch,
+        :meth:`held_predictions` is several times faster.
         """
         model = self._models.get(model_id)
         if model is None or not model.entries.live:
@@ -1546,6 +1555,7 @@ class JoinState:
         offsets: Sequence[int],
         *,
         next_offset: int | None = None,
+        applied: list[int] | None = None,
     ) -> list[JoinedPair]:
         """Apply a batch of prediction events from this partition.
 
@@ -1560,6 +1570,10 @@ class JoinState:
             Offset after the batch's last message, when the batch ended with
             messages that did not decode (dead letters); the recorded next
             offset becomes at least this.
+        applied
+            When given, the position in ``events`` of every prediction
+            counted as a new one (not a duplicate, not a replayed offset) is
+            appended, in order: the predictions the drift windows count.
 
         Returns
         -------
@@ -1628,6 +1642,8 @@ class JoinState:
             if alive and kind != _ORPHAN:  # pending or joined: a repeat
                 counts.duplicate_predictions += 1
                 continue
+            if applied is not None:
+                applied.append(at)
             window_start_us = time_us - time_us % model.window_size_us
             deadline_us = window_start_us + model.lifetime_us
             if watermark > deadline_us:

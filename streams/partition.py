@@ -49,10 +49,12 @@ of one partition. Decoded whole, a batch of 5,000 predictions held about
 15 MB of small objects at once; Python's allocator keeps the arenas that
 served them, and in ``benchmarks.e2e_throughput`` the worker's memory rose by
 16 MiB of empty pools the first time such batches came, never given back.
-In slices the batch needs a fifth of that. The cost per event is the same
-for slices of 500 to 5,000 (``benchmarks.decode_path --batch``), and the
-outcome does not depend on how a batch is sliced, as it does not on how
-messages are batched.
+In slices the batch needs a fifth of that, and the cost per event is the
+same for slices of 500 to 5,000 (``benchmarks.decode_path --batch``). The
+outcome does not depend on how a batch is sliced: the join applies events one
+by one in offset order whatever the slices, the drift windows count the
+predictions the join counted as new and judge lateness event by event, and
+the performance windows take the batch's pairs at once.
 """
 
 EventT = TypeVar("EventT", PredictionEvent, LabelEvent)
@@ -167,8 +169,9 @@ class PartitionProcessor:
         """Apply one batch of raw messages of this partition (any mix of topics).
 
         The batch's labels are applied first, then its predictions in slices
-        of at most ``SLICE_PREDICTIONS``, each decoded, joined and windowed
-        before the next is decoded (see ``SLICE_PREDICTIONS``).
+        of at most ``SLICE_PREDICTIONS``, each decoded, joined and counted in
+        the drift windows before the next is decoded; the joined pairs go to
+        the performance windows at the end.
         """
         now = now or datetime.now(UTC)
         result = BatchResult()
@@ -202,10 +205,9 @@ class PartitionProcessor:
                 undecoded,
                 rejected,
             )
-            self.windows.add_pairs(pairs)
-            pairs = []
-        if pairs:  # labels of a batch without predictions
-            self.windows.add_pairs(pairs)
+        # The pairs of the whole batch at once: performance sums then add up in
+        # the same order however the batch was sliced.
+        self.windows.add_pairs(pairs)
         result.dead_letters = [
             *undecoded,
             *decoded_labels.dead_letters,
@@ -233,21 +235,14 @@ class PartitionProcessor:
         self.dead_letter_reasons.update(decoded.reasons)
         predictions, offsets, letters = self._screen(decoded, fresh, now)
         rejected += letters
-        # Duplicates (an id already held by the join, or seen earlier in this
-        # slice) are counted by the join and kept out of the drift windows.
-        # One lookup of the whole slice: a per-event lookup costs microseconds.
-        batch_ids: set[tuple[str, str]] = set()
-        unique_predictions: list[PredictionEvent] = []
-        held = self.join.held_predictions(predictions)
-        for event, is_held in zip(predictions, held, strict=True):
-            identity = (event.model_id, event.prediction_id)
-            if is_held or identity in batch_ids:
-                continue
-            batch_ids.add(identity)
-            unique_predictions.append(event)
+        # Duplicates (ids the join holds, or seen earlier in the batch) and
+        # replayed offsets stay out of the drift windows: the join says which
+        # predictions it counted as new, event by event.
+        applied: list[int] = []
         pairs = self.join.add_predictions(
-            predictions, offsets, next_offset=max(map(_offset_of, fresh)) + 1
+            predictions, offsets, next_offset=max(map(_offset_of, fresh)) + 1, applied=applied
         )
+        unique_predictions = [predictions[at] for at in applied]
         self.windows.add_predictions(unique_predictions)
         result.predictions += len(unique_predictions)
         return pairs

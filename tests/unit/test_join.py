@@ -658,6 +658,18 @@ def test_a_kept_score_is_the_only_score_held_and_paired() -> None:
     assert feed.state._models["m"].score_width == 2
     [pair] = feed.labels(label("e", 100))
     assert pair.scores == both
+    # A state checkpointed before the policy kept one score holds rows of two;
+    # rows of one are stored beside them.
+    feed.predictions(prediction("f", 50, scores=dict(both)))
+    kept = {"m": JoinPolicy(3600, 7200, 1800, score_kept="1")}
+    state = JoinState.from_bytes(feed.state.to_bytes(), kept)
+    restored = Feed(state, prediction_offset=2, label_offset=1)
+    restored.predictions(
+        prediction("g", 60, scores={"1": 0.5, "0": 0.5}), prediction("h", 70, scores=dict(both))
+    )
+    assert restored.state._models["m"].score_width == 2
+    pairs = restored.labels(label("f", 100), label("g", 100), label("h", 100))
+    assert [pair.scores for pair in pairs] == [both, {"1": 0.5}, {"1": 0.75}]
 
 
 @pytest.mark.parametrize(

@@ -486,6 +486,71 @@ def test_a_batch_applied_in_slices_gives_what_it_gives_whole(
     assert sum(labelled) == len(range(0, 2_500, 7))
 
 
+DAY_S = 86_400
+
+
+def repeat_unlabelled_at_once(part: Partition) -> list[RawMessage]:
+    """An id past its horizon on arrival (counted unlabelled, not held), repeated
+    in the next slice."""
+    values = [prediction("n", 2 * DAY_S, 0.0), prediction("old", 0, 0.1)]
+    values += [prediction(f"n{i}", 2 * DAY_S + i / 100, 0.0) for i in range(998)]
+    return part.messages("p", [*values, prediction("old", 0, 0.1)])
+
+
+def repeat_of_an_id_expired_by_the_first_slice(part: Partition) -> list[RawMessage]:
+    """An id held from an earlier batch whose horizon the first slice passes."""
+    part.processor.process(part.messages("p", [prediction("x", 0, 0.1)]), now=T0)
+    values = [prediction(f"n{i}", 2 * DAY_S + i / 100, 0.0) for i in range(1000)]
+    return part.messages("p", [*values, prediction("x", 2 * DAY_S + 20, 0.1)])
+
+
+def repeat_after_labels_expired_it(part: Partition) -> list[RawMessage]:
+    """A held id repeated in a batch whose labels move the watermark past its horizon."""
+    part.processor.process(part.messages("p", [prediction("x", 0, 0.1)]), now=T0)
+    return part.messages("l", [label("zz", 2 * DAY_S, 1)]) + part.messages(
+        "p", [prediction("x", 2 * DAY_S, 0.1)]
+    )
+
+
+@pytest.mark.parametrize(
+    "traffic",
+    [
+        repeat_unlabelled_at_once,
+        repeat_of_an_id_expired_by_the_first_slice,
+        repeat_after_labels_expired_it,
+    ],
+)
+def test_the_windows_count_the_predictions_the_join_counts_however_sliced(
+    monkeypatch: pytest.MonkeyPatch, traffic: Any
+) -> None:
+    outcomes = []
+    for slice_size in (partition_module.SLICE_PREDICTIONS, 10**9):
+        monkeypatch.setattr(partition_module, "SLICE_PREDICTIONS", slice_size)
+        part = Partition(0)
+        messages = traffic(part)
+        before = sum(
+            c.predictions - c.duplicate_predictions for c in part.processor.join.counters().values()
+        )
+        windows = part.processor.windows
+        counted: list[int] = []
+        add = windows.add_predictions
+
+        def counting(
+            events: Sequence[PredictionEvent], add: Any = add, counted: list[int] = counted
+        ) -> None:
+            counted.append(len(events))
+            add(events)
+
+        monkeypatch.setattr(windows, "add_predictions", counting)
+        result = part.processor.process(messages, now=T0 + timedelta(days=10))
+        counters = part.processor.join.counters()
+        new = sum(c.predictions - c.duplicate_predictions for c in counters.values()) - before
+        # The windows count every prediction the join counted as new, and no other.
+        assert sum(counted) == new == result.predictions
+        outcomes.append((result.predictions, counters))
+    assert outcomes[0] == outcomes[1]
+
+
 # ------------------------------------------------- windows read each batch once
 
 WIDE = ReferenceProfile(
