@@ -83,7 +83,8 @@ and ``labels = duplicate_labels + joined + orphan_labels + orphan_count``.
 of every held ``prediction_id`` in a numpy array, found through an
 open-addressing table (linear probing, 35–70 % full), and the fields of
 pending predictions and orphan labels in numpy columns: times as int64 µs,
-class scores as float64, numeric predictions and labels as float64 with a
+class scores as float64 (a binary model's only the positive class's:
+``JoinPolicy.score_kept``), numeric predictions and labels as float64 with a
 small-int kind code, and version, segment, score class names and categorical
 predictions interned per model as one small-int *profile* code.  Measured
 with tracemalloc (``python -m benchmarks.join_memory``, spare capacity of the
