@@ -1470,8 +1470,7 @@ class JoinState:
 
         A second prediction with a held id is a duplicate (unless the watermark
         has passed its window's horizon by then): :meth:`add_predictions`
-        counts it as one and keeps it out of the state.  For a whole batch,
-        :meth:`held_predictions` is several times faster.
+        counts it as one and keeps it out of the state.
         """
         model = self._models.get(model_id)
         if model is None or not model.entries.live:
@@ -1479,39 +1478,6 @@ class JoinState:
         entries = model.entries
         row = model.index.find_one(prediction_id_hash(prediction_id), entries["key"])
         return row >= 0 and entries["tag"].item(row) & 3 != _ORPHAN
-
-    def held_predictions(self, events: Sequence[PredictionEvent]) -> list[bool]:
-        """:meth:`has_prediction` of each event's model and id, for a whole batch.
-
-        Answers from the state as it is: an id that appears twice in
-        ``events`` is not held on account of its first occurrence.
-        """
-        count = len(events)
-        model_ids = set(map(_model_id_of, events))
-        if len(model_ids) == 1:
-            [model_id] = model_ids
-            return self._held(model_id, list(map(_prediction_id_of, events))) or [False] * count
-        held = [False] * count
-        groups: dict[str, list[int]] = {}
-        for at, event in enumerate(events):
-            groups.setdefault(event.model_id, []).append(at)
-        for model_id, positions in groups.items():
-            answers = self._held(model_id, [events[at].prediction_id for at in positions])
-            for at, answer in zip(positions, answers, strict=False):
-                held[at] = answer
-        return held
-
-    def _held(self, model_id: str, prediction_ids: list[str]) -> list[bool]:
-        """Whether each id is held as a prediction of the model ([] if it holds none)."""
-        model = self._models.get(model_id)
-        if model is None or not model.entries.live:
-            return []
-        rows = model.index.find(_prediction_id_hashes(prediction_ids), model.entries["key"])
-        kinds = np.full(rows.size, _ABSENT, np.int64)
-        present = rows >= 0
-        kinds[present] = model.entries["tag"][rows[present]] & 3
-        held: list[bool] = ((kinds == _PENDING) | (kinds == _JOINED)).tolist()
-        return held
 
     def next_offset(self, topic: str) -> int:
         """Next offset of ``topic`` to apply (0 when none was applied yet).

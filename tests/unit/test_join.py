@@ -1409,7 +1409,6 @@ def test_a_hash_collision_shows_as_a_duplicate_and_never_raises(
     # b looks like a repeat of a.
     assert feed.count() == JoinCounters(predictions=2, duplicate_predictions=1)
     assert feed.state.has_prediction("m", "b")
-    assert feed.state.held_predictions([prediction("b", 120)]) == [True]
     # b's label joins a's prediction (under b's id); a's own label is then a duplicate.
     [pair] = feed.labels(label("b", 200, value=0))
     assert (pair.prediction_id, pair.prediction, pair.prediction_time_us) == (
@@ -1446,19 +1445,13 @@ def test_with_colliding_hashes_every_event_is_still_accounted_for(
         )
 
 
-def test_held_predictions_answers_has_prediction_for_a_batch() -> None:
+def test_has_prediction_answers_for_pending_and_joined_ids_of_the_model() -> None:
     feed = Feed(JoinState(0, {"m": POLICY, "n": POLICY}))
     feed.predictions(prediction("a", 1), prediction("b", 2), prediction("a", 3, model="n"))
     feed.labels(label("b", 5), label("o", 5))  # b joined; o an orphan label
-    asked = [
-        prediction(prediction_id, 9, model=model)
-        for prediction_id, model in [("a", "m"), ("b", "m"), ("o", "m"), ("c", "m"), ("a", "n")]
-    ]
-    asked += [prediction("b", 9, model="n"), prediction("a", 9, model="ghost")]
+    asked = [("a", "m"), ("b", "m"), ("o", "m"), ("c", "m"), ("a", "n"), ("b", "n"), ("a", "x")]
     expected = [True, True, False, False, True, False, False]
-    assert feed.state.held_predictions(asked) == expected
-    assert [feed.state.has_prediction(e.model_id, e.prediction_id) for e in asked] == expected
-    assert feed.state.held_predictions([]) == []
+    assert [feed.state.has_prediction(model, pid) for pid, model in asked] == expected
 
 
 def test_a_fast_built_pair_is_the_same_as_a_constructed_one() -> None:
