@@ -108,6 +108,27 @@ class NumericSketch:
             self._maximum = max(self._maximum, float(finite.max()))
         return self
 
+    def add_binned(
+        self, counts: NDArray[np.int64], missing: int, minimum: float, maximum: float
+    ) -> NumericSketch:
+        """Count values binned elsewhere with this profile's slot index; returns ``self``.
+
+        ``counts`` has one entry per slot (``profile.slot_index.count`` of the
+        finite values), ``minimum`` and ``maximum`` are theirs (±inf when
+        there are none). A batch counted into several windows is binned once
+        this way instead of once per window.
+        """
+        if counts.shape != self.counts.shape:
+            raise DetectorError(
+                f"counts must have {self.counts.size} slots, one per slot of the profile "
+                f"(got shape {counts.shape})"
+            )
+        self.counts += counts
+        self.missing += int(missing)
+        self._minimum = min(self._minimum, float(minimum))
+        self._maximum = max(self._maximum, float(maximum))
+        return self
+
     def merge(self, other: NumericSketch) -> NumericSketch:
         """A new sketch holding both windows' values (exact, order-free)."""
         if not isinstance(other, NumericSketch):

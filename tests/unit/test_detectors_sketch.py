@@ -156,6 +156,30 @@ def test_sketch_of_another_profile_is_refused() -> None:
         NumericSketch.from_bytes(sketch.to_bytes()[:-3], NUMERIC_PROFILE)
 
 
+@given(values=batches)
+@settings(max_examples=100, deadline=None)
+def test_binned_counts_add_up_like_the_values(values: list[float | None]) -> None:
+    finite = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    binned = (
+        NumericSketch.empty(NUMERIC_PROFILE)
+        .update([0.25])
+        .add_binned(
+            NUMERIC_PROFILE.slot_index.count(finite),
+            len(values) - finite.size,
+            float(finite.min()) if finite.size else np.inf,
+            float(finite.max()) if finite.size else -np.inf,
+        )
+    )
+    assert binned == NumericSketch.empty(NUMERIC_PROFILE).update([0.25, *values])
+
+
+def test_binned_counts_of_another_profile_are_refused() -> None:
+    sketch = NumericSketch.empty(NUMERIC_PROFILE)
+    wrong = np.zeros(sketch.counts.size + 2, dtype=np.int64)
+    with pytest.raises(DetectorError, match=f"must have {sketch.counts.size} slots"):
+        sketch.add_binned(wrong, 0, np.inf, -np.inf)
+
+
 def test_edge_cases_have_defined_counts() -> None:
     empty = NumericSketch.empty(NUMERIC_PROFILE).update([])
     assert (empty.n, empty.missing, empty.minimum, empty.maximum) == (0, 0, None, None)

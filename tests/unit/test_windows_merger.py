@@ -726,6 +726,60 @@ def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> Non
     )
 
 
+@pytest.mark.parametrize("rows", [None, [], [3], [0, 2, 5, 7, 11], list(range(0, 40, 3))])
+def test_columns_binned_once_count_what_each_window_would_count_alone(
+    rows: list[int] | None,
+) -> None:
+    # Two numeric features with missing values (absent, null, a string, a bool),
+    # a categorical one and a numeric prediction: every window's sketches from
+    # the shared bins must equal sketches fed the selected values directly.
+    reference = ReferenceProfile(
+        "m",
+        "1",
+        features={
+            "x": NumericProfile.build(rng.normal(0, 1, 500), bins=16),
+            "y": NumericProfile.build(rng.exponential(2.0, 500), bins=64),
+            "plan": CategoricalProfile.build(["a", "b", "b"]),
+        },
+        prediction=NumericProfile.build(rng.normal(0, 1, 500), bins=8),
+    )
+    odd: list[Any] = [None, "text", True, 1e300, -0.0]
+    events = [
+        event(
+            f"p{at}",
+            at,
+            {
+                "x": float(rng.normal()) if at % 4 else odd[at % 5],
+                "y": float(rng.exponential(2.0)) if at % 7 else "seven",
+                "plan": "abc"[at % 3],
+            }
+            | ({} if at % 9 else {"x": None}),
+            prediction=float(rng.normal()) if at % 6 else "high",
+        )
+        for at in range(40)
+    ]
+    columns = FeatureColumns(reference, events)
+    selected = None if rows is None else np.array(rows, dtype=np.intp)
+    accumulator = DriftAccumulator.empty(reference)
+    accumulator.update_columns(columns, selected)
+    picked = events if rows is None else [events[row] for row in rows]
+
+    def numbers(values: list[Any]) -> list[Any]:
+        return [v if type(v) in (int, float) else None for v in values]
+
+    for name in ("x", "y"):
+        assert accumulator.features[name] == empty_sketch(reference.features[name]).update(
+            numbers([e.features.get(name) for e in picked])
+        ), name
+    assert accumulator.features["plan"] == empty_sketch(reference.features["plan"]).update(
+        [e.features["plan"] for e in picked]  # type: ignore[arg-type]
+    )
+    assert accumulator.prediction == empty_sketch(reference.prediction).update(  # type: ignore[arg-type]
+        numbers([e.prediction for e in picked])
+    )
+    assert accumulator.predictions == len(picked)
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
