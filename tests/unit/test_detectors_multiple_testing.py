@@ -34,14 +34,14 @@ def _plain_benjamini_hochberg(p_values: list[float], alpha: float) -> set[int]:
 def test_benjamini_hochberg_matches_the_step_up_rule(p_values: list[float], alpha: float) -> None:
     named = {f"f{i}": p for i, p in enumerate(p_values)}
     decision = dataset_drift(named, alpha=alpha)
-    expected = {f"f{i}" for i in _plain_benjamini_hochberg(p_values, alpha)}
-    # Ties exactly at the cut can differ by rounding of the adjusted p-values.
-    borderline = {
-        f"f{i}"
-        for i, p in enumerate(p_values)
-        if any(abs(p - k * alpha / len(p_values)) < 1e-12 for k in range(1, len(p_values) + 1))
-    }
-    assert set(decision.drifted_features) ^ expected <= borderline
+
+    def rule(level: float) -> set[str]:
+        return {f"f{i}" for i in _plain_benjamini_hochberg(p_values, level)}
+
+    # A p-value exactly at a cut k·alpha/m may go either way by the rounding of
+    # the adjusted p-values, and with it every smaller one: the decision lies
+    # between the rule at a hair below alpha and at a hair above it.
+    assert rule(alpha * (1 - 1e-9)) <= set(decision.drifted_features) <= rule(alpha * (1 + 1e-9))
     assert decision.n_tested == len(p_values)
 
 
