@@ -133,13 +133,33 @@ def category_counts(values: Iterable[object] | NDArray[np.generic]) -> tuple[dic
     items = values.tolist() if isinstance(values, np.ndarray) else values
     counts: dict[str, int] = {}
     missing = 0
-    for value, count in Counter(items).items():
+    counted = Counter(items)
+    if (0 in counted or 1 in counted) and _bools_beside_numbers(items):
+        # True == 1 and False == 0 in Python: counted apart by type, so that
+        # 1 stays "1" and True "true" whichever comes first in the batch.
+        by_type = Counter(zip(map(type, items), items, strict=True))
+        pairs = [(value, count) for (_, value), count in by_type.items()]
+    else:
+        pairs = list(counted.items())
+    for value, count in pairs:
         key = category_key(value)
         if key is None:
             missing += count
         else:
             counts[key] = counts.get(key, 0) + count
     return counts, missing
+
+
+def _bools_beside_numbers(items: Iterable[object]) -> bool:
+    """Whether booleans and numbers are both among ``items``.
+
+    ``True == 1`` and ``hash(True) == hash(1)``, so a ``Counter`` or
+    ``np.unique`` would count them as one value, keyed by whichever came
+    first, though their canonical keys differ (``"true"`` and ``"1"``).
+    """
+    kinds = set(map(type, items))
+    bools = {bool, np.bool_} & kinds
+    return bool(bools) and any(issubclass(kind, int | float | np.number) for kind in kinds - bools)
 
 
 def label_codes(values: CategoryValues, name: str = "labels") -> tuple[list[str], NDArray[np.intp]]:
@@ -171,6 +191,8 @@ def label_codes(values: CategoryValues, name: str = "labels") -> tuple[list[str]
         array = np.empty(len(items), dtype=object)
         array[:] = items
     try:
+        if array.dtype == object and _bools_beside_numbers(array.tolist()):
+            raise TypeError("booleans beside numbers: np.unique would merge True and 1")
         distinct, inverse = np.unique(array, return_inverse=True)
         raw_keys = [category_key(value) for value in distinct.tolist()]
     except TypeError:  # mixed types that numpy cannot order: canonicalise each value

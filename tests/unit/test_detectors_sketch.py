@@ -11,6 +11,7 @@ from detectors.binning import SlotIndex
 from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile
 from detectors.sketch import CategoricalSketch, NumericSketch, empty_sketch
+from detectors.values import label_codes
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 values_or_missing = st.one_of(
@@ -178,6 +179,33 @@ def test_binned_counts_of_another_profile_are_refused() -> None:
     wrong = np.zeros(sketch.counts.size + 2, dtype=np.int64)
     with pytest.raises(DetectorError, match=f"must have {sketch.counts.size} slots"):
         sketch.add_binned(wrong, 0, np.inf, -np.inf)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([True, 1, 1.0, False, 0], {"1": 2, "true": 1, "0": 1, "false": 1}),
+        ([1, True, 0.0, 0, False], {"1": 1, "true": 1, "0": 2, "false": 1}),
+        ([0, False, 1.0, True, True], {"1": 1, "true": 2, "0": 1, "false": 1}),
+    ],
+)
+def test_booleans_and_numbers_equal_to_them_are_different_categories(
+    values: list[object], expected: dict[str, int]
+) -> None:
+    # True == 1 in Python; counted together they took the key of whichever came first.
+    profile = CategoricalProfile.build(["1", "true", "0", "false"])
+    sketch = CategoricalSketch.empty(profile).update(values)
+    assert dict(zip(profile.categories, sketch.counts.tolist(), strict=True)) == expected
+    one_by_one = CategoricalSketch.empty(profile)
+    for value in values:
+        one_by_one.update([value])
+    assert sketch == one_by_one
+
+
+def test_label_codes_keep_booleans_apart_from_numbers() -> None:
+    keys, codes = label_codes([1, True, 1.0, False, 0])
+    assert keys == ["0", "1", "false", "true"]
+    assert codes.tolist() == [1, 3, 1, 2, 0]
 
 
 def test_edge_cases_have_defined_counts() -> None:
