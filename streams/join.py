@@ -213,7 +213,13 @@ def _to_us(seconds: float) -> int:
     return round(seconds * _US_PER_S)
 
 
-def _event_us(moment: datetime) -> int:
+def event_us(moment: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch, exactly.
+
+    ``int(moment.timestamp() * 1e6)`` goes through a float and is a
+    microsecond short for some times from 2038 on; every part of the worker
+    that turns an event time into microseconds uses this instead.
+    """
     return (moment - _EPOCH) // _ONE_US
 
 
@@ -1899,7 +1905,7 @@ class JoinState:
         watermark of the other partitions).  Expired entries are recorded in
         :meth:`counters` (``unlabelled``, ``orphan_labels``).
         """
-        now_us = _event_us(now_event_time)
+        now_us = event_us(now_event_time)
         if now_us > self._watermark_us:
             self._watermark_us = now_us
             if now_us > self._next_due_us:

@@ -26,7 +26,7 @@ import orjson
 
 from schemas import DeadLetter, InputLimits, LabelEvent, MonitorConfig, PredictionEvent
 from streams.decode import DecodedBatch, KafkaMessage, decode_labels, decode_predictions
-from streams.join import JoinedPair, JoinPolicy, JoinState
+from streams.join import JoinedPair, JoinPolicy, JoinState, event_us
 from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput
 
 CHECKPOINT_MAGIC = b"DLPC"
@@ -279,7 +279,7 @@ class PartitionProcessor:
         ):
             self.unattributed_dead_letters += 1
             return
-        self.windows.count_dead_letter(model_id, version, int(moment.timestamp() * 1_000_000))
+        self.windows.count_dead_letter(model_id, version, event_us(moment))
 
     def to_bytes(self) -> bytes:
         """Checkpoint: join state, open windows, offsets.

@@ -40,7 +40,7 @@ from detectors.regression import RegressionStats
 from detectors.sketch import CategoricalSketch, NumericSketch
 from schemas import ModelConfig, MonitorConfig, PredictionEvent
 from schemas.outputs import ALL_SEGMENTS, segment_key
-from streams.join import JoinedPair
+from streams.join import JoinedPair, event_us
 
 MICROS = 1_000_000
 
@@ -641,7 +641,7 @@ class PartitionWindows:
         for index, event in enumerate(batch):
             model_id = event.model_id
             windowing = windowings.get(model_id) or self._windowing_of(model_id)
-            moment = int(event.timestamp.timestamp() * MICROS)
+            moment = event_us(event.timestamp)
             start = moment - moment % windowing.size_us
             late = newest >= start + windowing.closes_after_us
             newest = max(newest, moment)

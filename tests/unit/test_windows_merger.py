@@ -694,6 +694,16 @@ def test_lateness_does_not_depend_on_how_predictions_were_batched() -> None:
     assert sketches(together, key("all", 0)) == expected([0.0], ["a"], [1.0], [1])
 
 
+def test_event_times_are_read_to_the_microsecond_as_the_join_reads_them() -> None:
+    # 2040-03-03T15:15:39.027856Z through a float timestamp is one microsecond short.
+    moment = datetime(2040, 3, 3, 15, 15, 39, 27_856, tzinfo=UTC)
+    days = (moment.date() - datetime(1970, 1, 1).date()).days
+    exact = ((days * 24 + 15) * 60 + 15) * 60 * 1_000_000 + 39_027_856
+    windows = PartitionWindows(CONFIG, wide)
+    windows.add_predictions([event("p", 0, {"x": 1.0}, timestamp=moment)])
+    assert windows.watermark_us == exact
+
+
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
     reference = ReferenceProfile(
         "m",
