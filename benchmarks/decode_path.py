@@ -23,6 +23,7 @@ Usage::
 
     python -m benchmarks.decode_path                   # 20,000 predictions, batches of 2,000
     python -m benchmarks.decode_path --events 6000 --repeat 3
+    python -m benchmarks.decode_path --stages          # and process stage by stage
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -53,6 +55,7 @@ from benchmarks.e2e_throughput import (
 from detectors.profile import ReferenceProfile
 from schemas import DEFAULT_LIMITS, MonitorConfig, PredictionEvent, parse_config
 from schemas.events import decode_label, decode_prediction
+from streams import partition as partition_module
 from streams.decode import RawMessage
 from streams.partition import PartitionProcessor
 from streams.reference import build_reference
@@ -160,18 +163,23 @@ def timed_map(function: Callable[[bytes], object], values: Sequence[bytes]) -> C
     return run
 
 
+def new_processor(workload: Workload) -> PartitionProcessor:
+    """A fresh processor of partition 0 for the workload's configuration."""
+    return PartitionProcessor(
+        0,
+        workload.config,
+        lambda model_id, version: (
+            workload.reference if (model_id, version) == (MODEL_ID, MODEL_VERSION) else None
+        ),
+        predictions_topic=PREDICTIONS_TOPIC,
+        labels_topic=LABELS_TOPIC,
+        limits=DEFAULT_LIMITS,
+    )
+
+
 def timed_process(workload: Workload) -> Callable[[], float]:
     def run() -> float:
-        processor = PartitionProcessor(
-            0,
-            workload.config,
-            lambda model_id, version: (
-                workload.reference if (model_id, version) == (MODEL_ID, MODEL_VERSION) else None
-            ),
-            predictions_topic=PREDICTIONS_TOPIC,
-            labels_topic=LABELS_TOPIC,
-            limits=DEFAULT_LIMITS,
-        )
+        processor = new_processor(workload)
         elapsed = 0.0
         for batch in workload.batches:
             started = time.process_time()
@@ -184,6 +192,57 @@ def timed_process(workload: Workload) -> Callable[[], float]:
     return run
 
 
+def timed_stages(workload: Workload) -> Callable[[], tuple[float, dict[str, float]]]:
+    """A run of ``process`` that also times its stages (CPU seconds of each).
+
+    The stages are the calls ``PartitionProcessor.process`` makes: decoding of
+    each topic, the join of each, the drift windows, the performance windows
+    and the collection of partials; what is left is the method's own work
+    (splitting the batch by topic, screening, freeing the batch's events).
+    """
+    stages = {
+        "decode predictions": (partition_module, "decode_predictions"),
+        "decode labels": (partition_module, "decode_labels"),
+    }
+
+    def timing(spent: dict[str, float], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - started
+
+        return timed
+
+    def run() -> tuple[float, dict[str, float]]:
+        spent: dict[str, float] = {}
+        processor = new_processor(workload)
+        join, windows = processor.join, processor.windows
+        for name, owner, method in [
+            ("join predictions", join, "add_predictions"),
+            ("join labels", join, "add_labels"),
+            ("drift windows", windows, "add_predictions"),
+            ("performance windows", windows, "add_pairs"),
+            ("collect partials", windows, "collect"),
+        ]:
+            setattr(owner, method, timing(spent, name, getattr(owner, method)))
+        originals = {name: getattr(module, attr) for name, (module, attr) in stages.items()}
+        for name, (module, attribute) in stages.items():
+            setattr(module, attribute, timing(spent, name, originals[name]))
+        try:
+            started = time.process_time()
+            for batch in workload.batches:
+                processor.process(batch, now=workload.now)
+            total = time.process_time() - started
+        finally:
+            for name, (module, attribute) in stages.items():
+                setattr(module, attribute, originals[name])
+        return total, spent
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=20_000, help="predictions (default 20000)")
@@ -191,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=2_000, help="messages per batch (2000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (5)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--stages", action="store_true", help="also time process stage by stage")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=140)
     console.print(
@@ -245,6 +305,31 @@ def main(argv: list[str] | None = None) -> None:
                 f"{per_unit / baseline_us:.2f}",
             )
     console.print(table)
+    if args.stages:
+        run_stages = timed_stages(workload)
+        runs = []
+        for _ in range(args.repeat):
+            gc.collect()
+            gc.disable()
+            try:
+                runs.append(run_stages())
+            finally:
+                gc.enable()
+        total, spent = min(runs, key=lambda run: run[0])
+        stages = Table(
+            title="process by stage, CPU µs per prediction (the fastest run; GC off)",
+            title_justify="left",
+        )
+        stages.add_column("stage")
+        stages.add_column("µs / prediction", justify="right")
+        stages.add_column("share", justify="right")
+        rest = total - sum(spent.values())
+        for name, seconds in [*sorted(spent.items(), key=lambda item: -item[1]), ("rest", rest)]:
+            stages.add_row(
+                name, f"{seconds / len(predictions) * 1e6:.2f}", f"{seconds / total:.0%}"
+            )
+        stages.add_row("process", f"{total / len(predictions) * 1e6:.2f}", "100%")
+        console.print(stages)
     console.print(
         f"process: {messages / process_s:,.0f} messages/s, "
         f"{len(predictions) / process_s:,.0f} predictions/s on one core "
