@@ -255,3 +255,15 @@ def test_mismatched_profile_and_sketch_are_refused() -> None:
     other = NumericProfile.build([1.0, 2.0])
     with pytest.raises(DetectorError, match="another reference profile"):
         wasserstein(other, numeric)
+
+
+@pytest.mark.parametrize("moved_to", [7.0, -7.0])
+def test_jensen_shannon_sees_a_constant_reference_move(moved_to: float) -> None:
+    # Bins below, at and above the reference's one value: all the mass changes bin.
+    profile = NumericProfile.build([0.0] * 1_000)
+    result = jensenshannon(profile, NumericSketch.empty(profile).update([moved_to] * 500))
+    expected = distance.jensenshannon(
+        [0, 1_000, 0], [500, 0, 0] if moved_to < 0 else [0, 0, 500], base=2
+    )
+    assert result.statistic == pytest.approx(expected) and result.statistic == pytest.approx(1.0)
+    assert result.drifted

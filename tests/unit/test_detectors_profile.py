@@ -89,14 +89,22 @@ def test_single_category_and_empty_categorical() -> None:
 
 def test_coarse_edges_are_reference_quantiles() -> None:
     profile = NumericProfile.build(np.arange(1_000.0))
-    assert coarse_edges(profile).tolist() == [99.0 + 100 * k for k in range(9)]
+    below_zero = float(np.nextafter(0.0, -1.0))
+    # Below the minimum, nine quantile boundaries, and above the maximum.
+    assert coarse_edges(profile).tolist() == [
+        below_zero,
+        *(99.0 + 100 * k for k in range(9)),
+        999.0,
+    ]
     # With more distinct values than fine bins, boundaries are the nearest fine edges.
     values = np.random.default_rng(4).normal(size=100_000)
     shares = np.bincount(np.searchsorted(coarse_edges(NumericProfile.build(values)), values))
-    assert np.all(np.abs(shares / values.size - 0.1) <= 1 / 2048)
+    assert shares[0] == 0 and shares.size == 11  # nothing below the minimum or above the maximum
+    assert np.all(np.abs(shares[1:] / values.size - 0.1) <= 1 / 2048)
     binary = NumericProfile.build(np.repeat([0.0, 1.0], [700, 300]))
-    assert coarse_edges(binary).tolist() == [0.0]
-    assert coarse_edges(NumericProfile.build([3.0] * 10)).size == 0
+    assert coarse_edges(binary).tolist() == [below_zero, 0.0, 1.0]
+    assert coarse_edges(NumericProfile.build([3.0] * 10)).tolist() == [np.nextafter(3.0, 0.0), 3.0]
+    assert coarse_edges(NumericProfile.build([None, None])).size == 0
 
 
 def _reference() -> ReferenceProfile:

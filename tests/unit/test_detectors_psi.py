@@ -130,3 +130,37 @@ def test_categorical_psi_is_never_negative(current: list[str]) -> None:
     profile = CategoricalProfile.build(["a", "b", "b", "c"])
     result = psi(profile, CategoricalSketch.empty(profile).update(current), min_samples=1)
     assert result.statistic is not None and result.statistic >= 0.0
+
+
+Bin = Callable[[NDArray[np.float64]], NDArray[np.bool_]]
+BELOW_AT_ABOVE_ZERO: list[Bin] = [lambda x: x < 0, lambda x: x == 0, lambda x: x > 0]
+
+
+@pytest.mark.parametrize(
+    ("reference", "current", "bins"),
+    [
+        # A constant reference (a flag always 0 in training) that moves up, or down.
+        ([0.0] * 1_000, [7.0] * 500, BELOW_AT_ABOVE_ZERO),
+        ([0.0] * 1_000, [-1.0] * 500, BELOW_AT_ABOVE_ZERO),
+        # A binary reference whose ones become fives: in the ones' bin before.
+        (
+            [0.0] * 500 + [1.0] * 500,
+            [0.0] * 250 + [5.0] * 250,
+            [lambda x: x < 0, lambda x: x == 0, lambda x: (x > 0) & (x <= 1), lambda x: x > 1],
+        ),
+    ],
+)
+def test_values_outside_the_reference_range_are_a_shift_whatever_the_reference(
+    reference: list[float], current: list[float], bins: list[Bin]
+) -> None:
+    # The bins written out by hand: below the range, the quantile bins, above it.
+    ref, cur = np.array(reference), np.array(current)
+    expected = 0.0
+    for inside in bins:
+        p = max(np.count_nonzero(inside(ref)) / ref.size, 1e-4)
+        q = max(np.count_nonzero(inside(cur)) / cur.size, 1e-4)
+        expected += (q - p) * math.log(q / p)
+    profile = NumericProfile.build(reference)
+    result = psi(profile, NumericSketch.empty(profile).update(current))
+    assert result.statistic is not None and result.drifted
+    assert abs(result.statistic - expected) <= 1e-12
