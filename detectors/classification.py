@@ -44,14 +44,35 @@ from detectors.performance import (
     result,
 )
 from detectors.values import CategoryValues, category_key, label_codes
-from schemas.vocabulary import METRICS_BY_TASK
+from schemas.vocabulary import BINARY_CLASS_SPELLINGS, METRICS_BY_TASK
 
 DEFAULT_SCORE_BINS = 1000
 _EPS = float(np.finfo(np.float64).eps)
 
 
+def positive_keys(positive_class: object) -> frozenset[str]:
+    """The canonical keys that name the positive class of a binary model.
+
+    A yes/no class has two spellings, ``1`` and ``true`` (``0`` and
+    ``false``): labels written as JSON booleans and predictions written as 0/1
+    must agree on what is positive (:data:`~schemas.vocabulary.BINARY_CLASS_SPELLINGS`).
+
+    Examples
+    --------
+    >>> sorted(positive_keys(True)), sorted(positive_keys("churned"))
+    (['1', 'True', 'true'], ['churned'])
+    """
+    key = category_key(positive_class)
+    if key is None:
+        raise DetectorError(f"positive_class must not be missing (got {positive_class!r})")
+    for spellings in BINARY_CLASS_SPELLINGS:
+        if key in spellings:
+            return frozenset(spellings)
+    return frozenset({key})
+
+
 def positive_mask(labels: CategoryValues, positive_class: object = 1) -> NDArray[np.bool_]:
-    """Which labels are the positive class, comparing canonical keys.
+    """Which labels are the positive class, comparing canonical keys (see :func:`positive_keys`).
 
     Examples
     --------
@@ -59,12 +80,13 @@ def positive_mask(labels: CategoryValues, positive_class: object = 1) -> NDArray
     [True, False, True]
     >>> positive_mask(np.array([1.0, 0.0]), 1).tolist()
     [True, False]
+    >>> positive_mask([True, False, "true", 0], 1).tolist()
+    [True, False, True, False]
     """
     keys, codes = label_codes(labels, "labels")
-    key = category_key(positive_class)
-    if key not in keys:
-        return np.zeros(codes.size, dtype=bool)
-    mask: NDArray[np.bool_] = codes == keys.index(key)
+    wanted = positive_keys(positive_class)
+    positions = [index for index, key in enumerate(keys) if key in wanted]
+    mask: NDArray[np.bool_] = np.isin(codes, positions)
     return mask
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from schemas.outputs import Severity
 from schemas.vocabulary import (
+    BINARY_CLASS_SPELLINGS,
     CATEGORICAL_DRIFT_METHODS,
     DATA_QUALITY_FIELDS,
     DEFAULT_CATEGORICAL_METHODS,
@@ -261,7 +262,13 @@ class ModelConfig(_Section):
         description="Path of the reference profile; '{version}' is replaced by the version.",
     )
     positive_class: str | int | bool | None = Field(
-        default=None, description="Positive class of a binary model (default 1)."
+        default=None,
+        description=(
+            "Positive class of a binary model (default 1). A yes/no class matches both "
+            "spellings: with 1 or true, labels and predictions 1, true, '1', 'true' and "
+            "'True' are positive (with 0 or false, their counterparts); any other class "
+            "('churned') matches exactly."
+        ),
     )
     classes: list[str | int | bool] | None = Field(
         default=None, description="Classes of a multiclass model, when known up front."
@@ -282,6 +289,25 @@ class ModelConfig(_Section):
     def positive_score(self) -> str:
         """The key of the positive class's score in a prediction's ``scores``."""
         return str(self.positive)
+
+    @property
+    def positive_score_keys(self) -> tuple[str, ...]:
+        """Every key the positive class's score may come under, ``positive_score`` first.
+
+        For a yes/no positive class (``1``, ``true``) its other spellings too
+        (:data:`~schemas.vocabulary.BINARY_CLASS_SPELLINGS`).
+
+        Examples
+        --------
+        >>> ModelConfig(id="m", task="binary", features=[{"name": "x", "kind": "numeric"}],
+        ...             reference="r.json").positive_score_keys
+        ('1', 'true', 'True')
+        """
+        first = self.positive_score
+        for spellings in BINARY_CLASS_SPELLINGS:
+            if first in spellings or first.lower() in spellings:
+                return (first, *(key for key in spellings if key != first))
+        return (first,)
 
     @field_validator("features")
     @classmethod

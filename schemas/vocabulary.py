@@ -12,6 +12,15 @@ from typing import Literal
 Task = Literal["binary", "multiclass", "regression"]
 FeatureKind = Literal["numeric", "categorical"]
 
+BINARY_CLASS_SPELLINGS: tuple[tuple[str, ...], ...] = (
+    ("1", "true", "True"),
+    ("0", "false", "False"),
+)
+"""How each class of a yes/no model may be written: a label source writing JSON
+``true`` and a serving app writing ``1`` (or a score under ``"True"``) mean the
+same class of a binary model. Any other positive class (``"churned"``) is
+matched by its canonical key alone."""
+
 NUMERIC_DRIFT_METHODS: tuple[str, ...] = ("ks", "psi", "wasserstein", "jensenshannon")
 """Drift tests defined for numeric features (and numeric predictions or scores)."""
 

@@ -329,7 +329,12 @@ class JoinPolicy:
         A class name: of each prediction's ``scores`` only this class's
         score is kept (a binary model's positive class, the only score its
         metrics read; a pending prediction with two class scores then takes
-        8 bytes less), and the pairs carry only it. None keeps every score.
+        8 bytes less), and the pairs carry only it, under this name. None
+        keeps every score.
+    score_aliases
+        Other names the kept class's score may come under, tried in order
+        when ``score_kept`` is not among a prediction's scores (``"true"``
+        for ``"1"``: ``ModelConfig.positive_score_keys``).
 
     Examples
     --------
@@ -342,6 +347,7 @@ class JoinPolicy:
     label_horizon_s: float
     orphan_label_ttl_s: float
     score_kept: str | None = None
+    score_aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = (
@@ -356,23 +362,37 @@ class JoinPolicy:
                 raise JoinError(f"{name} must be finite and {valid}, not {value!r}")
         if self.score_kept is not None and not isinstance(self.score_kept, str):
             raise JoinError(f"score_kept must be a class name or None, not {self.score_kept!r}")
+        if not all(isinstance(alias, str) for alias in self.score_aliases) or (
+            self.score_aliases and self.score_kept is None
+        ):
+            raise JoinError(
+                f"score_aliases must be class names beside a score_kept, not {self.score_aliases!r}"
+            )
 
     @classmethod
-    def from_window_config(cls, window: WindowConfig, score_kept: str | None = None) -> JoinPolicy:
+    def from_window_config(
+        cls,
+        window: WindowConfig,
+        score_kept: str | None = None,
+        score_aliases: tuple[str, ...] = (),
+    ) -> JoinPolicy:
         """The policy of a model's ``window`` section of the configuration."""
         return cls(
             window_size_s=window.size.total_seconds(),
             label_horizon_s=window.label_horizon.total_seconds(),
             orphan_label_ttl_s=window.orphan_label_ttl.total_seconds(),
             score_kept=score_kept,
+            score_aliases=score_aliases,
         )
 
     @classmethod
     def from_model(cls, model: ModelConfig) -> JoinPolicy:
         """The policy of a configured model: its windows, and for a binary model only
         the positive class's score (the only score its metrics read)."""
-        kept = model.positive_score if model.task == "binary" else None
-        return cls.from_window_config(model.window, kept)
+        if model.task != "binary":
+            return cls.from_window_config(model.window)
+        kept, *aliases = model.positive_score_keys
+        return cls.from_window_config(model.window, kept, tuple(aliases))
 
 
 @dataclass(frozen=True, slots=True)
@@ -828,6 +848,7 @@ class _ModelJoin:
         "profiles",
         "released_orphans",
         "released_pending",
+        "score_aliases",
         "score_kept",
         "score_width",
         "segments",
@@ -852,6 +873,7 @@ class _ModelJoin:
         )
         self.orphan_ttl_us = 0 if policy is None else _to_us(policy.orphan_label_ttl_s)
         self.score_kept = None if policy is None else policy.score_kept
+        self.score_aliases = () if policy is None else policy.score_aliases
         # Every held key (pending, joined or orphan) is one entry.
         self.entries = _Rows("tag", {"key": np.uint64, "tag": np.int32})
         self.index = _Index()
@@ -1632,6 +1654,10 @@ class JoinState:
             kept = model.score_kept
             if kept is not None and scores is not None:
                 score = scores.get(kept)
+                if score is None:
+                    score = next(
+                        (scores[alias] for alias in model.score_aliases if alias in scores), None
+                    )
                 scores = None if score is None else {kept: score}
             if repeats:
                 changed[key] = at

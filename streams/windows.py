@@ -125,6 +125,16 @@ def _as_float(value: Any) -> float:
     return math.nan
 
 
+def _score_of(scores: Mapping[str, float] | None, key: str, aliases: Sequence[str]) -> float:
+    """The score under ``key``, or else under the first alias present; NaN if none."""
+    if scores is None:
+        return math.nan
+    score = scores.get(key)
+    if score is None:
+        score = next((scores[alias] for alias in aliases if alias in scores), math.nan)
+    return score
+
+
 def _empty_sketch(profile: NumericProfile | CategoricalProfile) -> Sketch:
     if isinstance(profile, NumericProfile):
         return NumericSketch.empty(profile)
@@ -398,13 +408,9 @@ class PerformanceAccumulator:
         predicted = [pair.prediction for pair in pairs]
         stats = self.stats
         if isinstance(stats, BinaryStats):
-            positive, key = model.positive, model.positive_score
+            positive, (key, *aliases) = model.positive, model.positive_score_keys
             scores = np.asarray(
-                [
-                    math.nan if pair.scores is None else pair.scores.get(key, math.nan)
-                    for pair in pairs
-                ],
-                dtype=np.float64,
+                [_score_of(pair.scores, key, aliases) for pair in pairs], dtype=np.float64
             )
             stats.update(
                 positive_mask(labels, positive),

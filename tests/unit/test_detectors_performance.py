@@ -101,6 +101,27 @@ def test_positive_mask_maps_labels() -> None:
     assert positive_mask(["churn", "stay", "churn"], "churn").tolist() == [True, False, True]
     assert positive_mask([True, False], True).tolist() == [True, False]
     assert positive_mask([0, 0], 1).tolist() == [False, False]
+    assert positive_mask(["Yes", "yes"], "yes").tolist() == [False, True]
+
+
+@pytest.mark.parametrize("positive", [1, True, "true", "1"])
+def test_a_yes_no_class_is_positive_however_it_is_spelled(positive: object) -> None:
+    # Labels from a JSON label source (true/false), predictions from a serving
+    # app writing 0/1: before, every label was negative and accuracy read 1.0.
+    labels = [True, False, True, True, False, False]
+    predicted = [1, 0, 0, 1, 1, 0]
+    scores = [0.9, 0.2, 0.4, 0.8, 0.7, 0.1]
+    stats = BinaryStats().update(
+        positive_mask(labels, positive), positive_mask(predicted, positive), scores
+    )
+    computed = {name: result.value for name, result in stats.compute().items()}
+    truth = [int(value) for value in labels]
+    assert computed["accuracy"] == pytest.approx(sk.accuracy_score(truth, predicted))
+    assert computed["f1"] == pytest.approx(sk.f1_score(truth, predicted))
+    assert computed["roc_auc"] == pytest.approx(sk.roc_auc_score(truth, scores))
+    assert positive_mask(labels, not positive if isinstance(positive, bool) else 0).tolist() == [
+        not value for value in labels
+    ]
 
 
 def test_binary_invalid_inputs() -> None:

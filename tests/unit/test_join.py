@@ -625,13 +625,33 @@ def test_policy_of_a_configured_model_keeps_the_positive_score_of_binary_models(
         )
 
     window = (1800, 259200, 21600)
-    assert JoinPolicy.from_model(model("binary")) == JoinPolicy(*window, score_kept="1")
+    assert JoinPolicy.from_model(model("binary")) == JoinPolicy(
+        *window, score_kept="1", score_aliases=("true", "True")
+    )
+    binary_true = model("binary", positive_class=True)
+    assert JoinPolicy.from_model(binary_true) == JoinPolicy(
+        *window, score_kept="True", score_aliases=("1", "true")
+    )
     binary_yes = model("binary", positive_class="yes")
     assert JoinPolicy.from_model(binary_yes) == JoinPolicy(*window, score_kept="yes")
     assert JoinPolicy.from_model(model("multiclass")) == JoinPolicy(*window)
     assert JoinPolicy.from_model(model("regression")) == JoinPolicy(*window)
     with pytest.raises(JoinError, match="score_kept"):
         JoinPolicy(*window, score_kept=1)  # type: ignore[arg-type]
+    with pytest.raises(JoinError, match="score_aliases"):
+        JoinPolicy(*window, score_aliases=("true",))
+
+
+def test_the_kept_score_is_found_under_another_spelling_of_a_yes_no_class() -> None:
+    policy = JoinPolicy(3600, 7200, 1800, score_kept="1", score_aliases=("true", "True"))
+    feed = Feed(JoinState(3, {"m": policy}))
+    feed.predictions(
+        prediction("a", 60, scores={"false": 0.25, "true": 0.75}),
+        prediction("b", 61, scores={"False": 0.4, "True": 0.6}),
+        prediction("c", 62, scores={"no": 0.1, "yes": 0.9}),
+    )
+    pairs = feed.labels(label("a", 70), label("b", 71), label("c", 72))
+    assert [pair.scores for pair in pairs] == [{"1": 0.75}, {"1": 0.6}, None]
 
 
 def test_a_kept_score_is_the_only_score_held_and_paired() -> None:
