@@ -227,6 +227,16 @@ _model_id_of = attrgetter("model_id")
 _prediction_id_of = attrgetter("prediction_id")
 
 
+def duration_us(duration: timedelta) -> int:
+    """A configured duration in integer microseconds, exactly (a timedelta counts them).
+
+    ``int(duration.total_seconds() * 1e6)`` goes through a float and loses a
+    microsecond for sizes such as ``4.1s``; the join's policy, in float
+    seconds, rounds to the same integer (:func:`_to_us`).
+    """
+    return duration // _ONE_US
+
+
 def _from_us(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
 

@@ -55,6 +55,7 @@ from detectors.result import DriftResult
 from schemas import ModelConfig, MonitorConfig
 from schemas.outputs import ALL_SEGMENTS
 from streams import points
+from streams.join import duration_us
 from streams.points import Point
 from streams.windows import (
     MICROS,
@@ -390,8 +391,8 @@ class WindowMerger:
         """
         if not slot.partials or not all(p.final for p in slot.partials.values()):
             return False
-        settles_at = key.window_start_us + int(
-            (model.window.size + model.window.label_horizon).total_seconds() * MICROS
+        settles_at = key.window_start_us + duration_us(
+            model.window.size + model.window.label_horizon
         )
         # strictly past: partitions make a window final once their watermark is later
         return self._others_passed(key, slot.partials, settles_at + 1, slot.first_seen, now)
@@ -400,8 +401,8 @@ class WindowMerger:
         self, key: WindowKey, slot: _DriftSlot, now: float, *, idle_closes: bool = True
     ) -> bool:
         model = self._model(key.model_id)
-        size = int(model.window.size.total_seconds() * MICROS)
-        lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        size = duration_us(model.window.size)
+        lateness = duration_us(model.window.allowed_lateness)
         closes_at = key.window_start_us + size + lateness
         return self._others_passed(
             key, slot.partials, closes_at, slot.first_seen, now, idle_closes=idle_closes

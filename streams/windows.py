@@ -40,7 +40,7 @@ from detectors.regression import RegressionStats
 from detectors.sketch import CategoricalSketch, NumericSketch
 from schemas import ModelConfig, MonitorConfig, PredictionEvent
 from schemas.outputs import ALL_SEGMENTS, segment_key
-from streams.join import JoinedPair, event_us
+from streams.join import JoinedPair, duration_us, event_us
 
 MICROS = 1_000_000
 
@@ -515,9 +515,9 @@ def forgotten_after_us(model: ModelConfig) -> int:
     by partitions and merger alike, and a prediction for it only counts in
     ``past_retention`` (a refused message in ``dead_letters_past_retention``).
     """
-    size = int(model.window.size.total_seconds() * MICROS)
-    lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
-    horizon = int(model.window.label_horizon.total_seconds() * MICROS)
+    size = duration_us(model.window.size)
+    lateness = duration_us(model.window.allowed_lateness)
+    horizon = duration_us(model.window.label_horizon)
     return size + horizon + max(horizon, size + lateness)
 
 
@@ -537,10 +537,10 @@ class _Windowing:
 
     def __init__(self, model: ModelConfig) -> None:
         self.model = model
-        self.size_us = int(model.window.size.total_seconds() * MICROS)
-        lateness_us = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        self.size_us = duration_us(model.window.size)
+        lateness_us = duration_us(model.window.allowed_lateness)
         self.closes_after_us = self.size_us + lateness_us
-        self.horizon_us = int(model.window.label_horizon.total_seconds() * MICROS)
+        self.horizon_us = duration_us(model.window.label_horizon)
         self.settles_after_us = self.size_us + self.horizon_us
         self.forgotten_after_us = forgotten_after_us(model)
         self.segment_by = tuple(model.segment_by or ())
@@ -616,8 +616,8 @@ class PartitionWindows:
 
     def closes_at_us(self, model: ModelConfig, key: WindowKey) -> int:
         """Watermark at which a drift window closes."""
-        size = int(model.window.size.total_seconds() * MICROS)
-        lateness = int(model.window.allowed_lateness.total_seconds() * MICROS)
+        size = duration_us(model.window.size)
+        lateness = duration_us(model.window.allowed_lateness)
         return key.window_start_us + size + lateness
 
     def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:

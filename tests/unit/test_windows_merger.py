@@ -704,6 +704,34 @@ def test_event_times_are_read_to_the_microsecond_as_the_join_reads_them() -> Non
     assert windows.watermark_us == exact
 
 
+@pytest.mark.parametrize("size", ["4.1s", "1001ms", "16.4s"])
+def test_labels_land_in_the_window_of_their_prediction_whatever_the_window_size(
+    size: str,
+) -> None:
+    # 4.1 s through a float is 4,099,999.99… µs: the windows truncated it while
+    # the join rounded it, and their window starts drifted apart.
+    config = MonitorConfig.model_validate(
+        {"models": [{"id": "churn", "task": "binary", "reference": "ref.json",
+                     "window": {"size": size, "allowed_lateness": "1s", "label_horizon": "60s"},
+                     "performance": {"metrics": ["accuracy"], "min_labelled": 1},
+                     "features": [{"name": "x", "kind": "numeric"}]}]}
+    )  # fmt: skip
+    processor = PartitionProcessor(
+        0, config, load, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+    )
+    ids = [f"a{i}" for i in range(8)]
+    predictions = [
+        RawMessage("p", 0, at, pid.encode(), prediction(pid, 1 + 2 * at, 0.5))
+        for at, pid in enumerate(ids)
+    ]
+    labels = [RawMessage("l", 0, at, pid.encode(), label(pid, 30, 1)) for at, pid in enumerate(ids)]
+    processor.process(predictions, now=T0 + timedelta(days=1))
+    processor.process(labels, now=T0 + timedelta(days=1))
+    windows = processor.windows.performance.values()
+    assert sum(window.predictions for window in windows) == len(ids)
+    assert all(window.n_labelled == window.predictions for window in windows)
+
+
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
     reference = ReferenceProfile(
         "m",
