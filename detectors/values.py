@@ -38,6 +38,15 @@ NumericValues = ArrayLike | Sequence[float | None]
 """A batch of numeric values: an array, or a list where None is a missing value."""
 
 
+def _float_or_nan(value: Any) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def numeric_values(values: NumericValues) -> tuple[NDArray[np.float64], int]:
     """Split a batch into its finite values and the number of missing ones.
 
@@ -58,7 +67,11 @@ def numeric_values(values: NumericValues) -> tuple[NDArray[np.float64], int]:
     ([1.5, 3.0], 3)
     """
     try:
-        array = np.asarray(values, dtype=np.float64).reshape(-1)
+        try:
+            array = np.asarray(values, dtype=np.float64).reshape(-1)
+        except OverflowError:  # an integer beyond the floats: missing, as infinities are
+            numbers = [_float_or_nan(value) for value in values]  # type: ignore[union-attr]
+            array = np.array(numbers, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DetectorError(
             f"values must be numbers or missing (None/NaN); could not read them: {exc}"
@@ -105,7 +118,7 @@ def category_key(value: object) -> str | None:
         number = float(value)
         if not math.isfinite(number):
             return None
-        if number.is_integer() and abs(number) < 2**63:
+        if number.is_integer():  # any size: 1e19 is the integer 10**19
             return str(int(number))
         return repr(number)
     if isinstance(value, bytes):

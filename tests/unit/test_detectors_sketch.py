@@ -202,6 +202,19 @@ def test_booleans_and_numbers_equal_to_them_are_different_categories(
     assert sketch == one_by_one
 
 
+@pytest.mark.parametrize("values", [[10**19, 1e19, 2**63], [2.0**63, 10**19, 1e19]])
+def test_integral_floats_of_any_size_are_the_integer_they_equal(values: list[object]) -> None:
+    profile = CategoricalProfile.build(["10000000000000000000", "9223372036854775808"])
+    sketch = CategoricalSketch.empty(profile).update(values)
+    assert sketch.unseen == 0
+    assert sorted(sketch.counts.tolist()) == [1, 2]
+
+
+def test_an_integer_beyond_the_floats_is_missing_like_an_infinity() -> None:
+    sketch = NumericSketch.empty(NUMERIC_PROFILE).update([1.5, 10**400, None, -(10**400)])
+    assert sketch == NumericSketch.empty(NUMERIC_PROFILE).update([1.5, None, None, None])
+
+
 def test_label_codes_keep_booleans_apart_from_numbers() -> None:
     keys, codes = label_codes([1, True, 1.0, False, 0])
     assert keys == ["0", "1", "false", "true"]
