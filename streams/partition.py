@@ -11,8 +11,10 @@ offset neither loses nor double-counts anything.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -76,6 +78,20 @@ class PartitionCheckpointError(ValueError):
     """A partition checkpoint that cannot be read (unknown format, damaged, other partition)."""
 
 
+def _target(event: PredictionEvent | LabelEvent) -> object:
+    """What a regression model's metrics read of an event: its prediction or its label."""
+    return event.label if isinstance(event, LabelEvent) else event.prediction
+
+
+def _is_number(value: object) -> bool:
+    """Whether a value is a finite int or float (a bool is not one)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int:
+        return abs(value) <= sys.float_info.max
+    return False
+
+
 class PartitionProcessor:
     """Decode, join and window the messages of one source partition.
 
@@ -114,6 +130,9 @@ class PartitionProcessor:
         self.limits = limits
         self.max_future = max_future
         self.policies = {model.id: JoinPolicy.from_model(model) for model in config.models}
+        self._regression = frozenset(
+            model.id for model in config.models if model.task == "regression"
+        )
         self.join = JoinState(
             partition,
             self.policies,
@@ -134,18 +153,29 @@ class PartitionProcessor:
         kept_offsets: list[int] = []
         letters: list[DeadLetter] = []
         by_offset: dict[int, KafkaMessage] | None = None
+        regression = self._regression
         for event, offset in zip(batch.events, batch.offsets, strict=True):
-            if event.model_id in policies and event.timestamp <= horizon:
+            if (
+                event.model_id in policies
+                and event.timestamp <= horizon
+                and (event.model_id not in regression or _is_number(_target(event)))
+            ):
                 kept.append(event)
                 kept_offsets.append(offset)
                 continue
             if event.model_id not in policies:
                 known = ", ".join(sorted(policies))
                 reason = f"model_id: {event.model_id!r} is not monitored (configured: {known})"
-            else:
+            elif event.timestamp > horizon:
                 reason = (
                     f"timestamp: {event.timestamp.isoformat()} is more than "
                     f"{self.max_future} ahead of the clock"
+                )
+            else:
+                field = "label" if isinstance(event, LabelEvent) else "prediction"
+                reason = (
+                    f"{field}: {_target(event)!r} is not a finite number, and model "
+                    f"{event.model_id!r} is a regression model"
                 )
             if by_offset is None:
                 by_offset = {message.offset: message for message in messages}

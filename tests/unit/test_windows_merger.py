@@ -732,6 +732,60 @@ def test_labels_land_in_the_window_of_their_prediction_whatever_the_window_size(
     assert all(window.n_labelled == window.predictions for window in windows)
 
 
+def test_a_regression_model_refuses_a_label_or_prediction_that_is_not_a_number() -> None:
+    # The schema takes any scalar; a regression model's metrics need numbers. One
+    # string label used to raise out of process() after the join had applied the
+    # batch, so the partition stopped at it on every restart.
+    config = MonitorConfig.model_validate(
+        {"models": [{"id": "price", "task": "regression", "reference": "ref.json",
+                     "window": {"size": 60, "allowed_lateness": 10, "label_horizon": 600},
+                     "performance": {"metrics": ["mae"], "min_labelled": 1},
+                     "features": [{"name": "x", "kind": "numeric"}]}]}
+    )  # fmt: skip
+
+    def message(topic: str, offset: int, pid: str, **fields: Any) -> RawMessage:
+        moment = (T0 + timedelta(seconds=offset)).isoformat()
+        document = {"prediction_id": pid, "model_id": "price", "timestamp": moment, **fields}
+        return RawMessage(topic, 0, offset, pid.encode(), orjson.dumps(document))
+
+    def predicted(offset: int, pid: str, value: Any) -> RawMessage:
+        return message("p", offset, pid, model_version="1", features={"x": 1.0}, prediction=value)
+
+    processor = PartitionProcessor(
+        0, config, load, predictions_topic="p", labels_topic="l", limits=DEFAULT_LIMITS
+    )
+    now = T0 + timedelta(days=1)
+    first = processor.process(
+        [predicted(0, "a", 10.0), predicted(1, "b", 11), predicted(2, "c", "high"),
+         predicted(3, "d", True), predicted(4, "e", 12.5)],
+        now=now,
+    )  # fmt: skip
+    second = processor.process(
+        [message("l", 0, "a", label=11.0), message("l", 1, "b", label="n/a"),
+         message("l", 2, "e", label=False), message("l", 3, "e2", label=0.5)],
+        now=now,
+    )  # fmt: skip
+    huge = b'{"prediction_id": "f", "model_id": "price", "timestamp": "2026-11-01T00:00:05Z", '
+    third = processor.process(
+        [RawMessage("l", 0, 4, b"f", huge + b'"label": 1' + b"0" * 400 + b"}")]
+    )
+    refused = [
+        (letter.source_topic, letter.source_offset, letter.error_message)
+        for letter in [*first.dead_letters, *second.dead_letters, *third.dead_letters]
+    ]
+    why = "is not a finite number, and model 'price' is a regression model"
+    assert refused == [
+        ("p", 2, f"prediction: 'high' {why}"),
+        ("p", 3, f"prediction: True {why}"),
+        ("l", 1, f"label: 'n/a' {why}"),
+        ("l", 2, f"label: False {why}"),
+        ("l", 4, f"label: {10**400!r} {why}"),
+    ]
+    [window] = processor.windows.performance.values()
+    assert (window.predictions, window.n_labelled) == (3, 1)  # a, b, e; only a's label is good
+    assert processor.join.next_offset("l") == 5
+
+
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
     reference = ReferenceProfile(
         "m",
