@@ -1561,6 +1561,7 @@ class JoinState:
         *,
         next_offset: int | None = None,
         applied: list[int] | None = None,
+        past_horizon: list[int] | None = None,
     ) -> list[JoinedPair]:
         """Apply a batch of prediction events from this partition.
 
@@ -1579,6 +1580,11 @@ class JoinState:
             When given, the position in ``events`` of every prediction
             counted as a new one (not a duplicate, not a replayed offset) is
             appended, in order: the predictions the drift windows count.
+        past_horizon
+            When given, the position of every applied prediction whose label
+            horizon the watermark had already passed when it came (counted
+            ``unlabelled`` at once, never joinable) is appended, in order: the
+            performance windows leave those out of their prediction counts.
 
         Returns
         -------
@@ -1653,6 +1659,8 @@ class JoinState:
             deadline_us = window_start_us + model.lifetime_us
             if watermark > deadline_us:
                 counts.unlabelled += 1
+                if past_horizon is not None:
+                    past_horizon.append(at)
                 continue
             last_start, last_deadline, window = model.last_window
             if last_start != window_start_us or last_deadline != deadline_us:

@@ -269,11 +269,23 @@ class PartitionProcessor:
         # replayed offsets stay out of the drift windows: the join says which
         # predictions it counted as new, event by event.
         applied: list[int] = []
+        past: list[int] = []
         pairs = self.join.add_predictions(
-            predictions, offsets, next_offset=max(map(_offset_of, fresh)) + 1, applied=applied
+            predictions,
+            offsets,
+            next_offset=max(map(_offset_of, fresh)) + 1,
+            applied=applied,
+            past_horizon=past,
         )
         unique_predictions = [predictions[at] for at in applied]
-        self.windows.add_predictions(unique_predictions)
+        # The join says which came past their label horizon: the performance
+        # windows count the others, as the join does (not by the watermark of
+        # the previous batch, which would make coverage depend on batching).
+        past_horizon: frozenset[int] = frozenset()
+        if past:
+            position = {at: index for index, at in enumerate(applied)}
+            past_horizon = frozenset(position[at] for at in past)
+        self.windows.add_predictions(unique_predictions, past_horizon=past_horizon)
         result.predictions += len(unique_predictions)
         return pairs
 

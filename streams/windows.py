@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from operator import itemgetter
@@ -624,7 +624,9 @@ class PartitionWindows:
         """Whether this partition's drift window has closed."""
         return self.watermark_us is not None and self.watermark_us >= self.closes_at_us(model, key)
 
-    def add_predictions(self, events: Iterable[PredictionEvent]) -> None:
+    def add_predictions(
+        self, events: Iterable[PredictionEvent], past_horizon: Container[int] | None = None
+    ) -> None:
         """Count a batch of predictions into their windows.
 
         Every event belongs to the ``all`` window of its model, version and
@@ -632,6 +634,12 @@ class PartitionWindows:
         closed window are counted as late; the others' features are read once
         per model version (:class:`FeatureColumns`) and each open window's
         sketches count its rows.
+
+        ``past_horizon`` holds the positions of the events that came after
+        their window's label horizon, as the join judged them event by event
+        (``JoinState.add_predictions``): the performance windows count every
+        other event. Without it, a late event counts there unless the join's
+        watermark at the last :meth:`collect` had passed the horizon.
         """
         batch = events if isinstance(events, Sequence) else list(events)
         if not batch:
@@ -639,6 +647,8 @@ class PartitionWindows:
         windowings = self._windowing
         rows_of: dict[tuple[str, str, str, int], list[int]] = {}
         late_of: dict[tuple[str, str, str, int], int] = {}
+        unjoinable_of: dict[tuple[str, str, str, int], int] = {}
+        past = past_horizon or None  # nothing to look up in the usual case
         # Lateness is judged event by event against the watermark as it stood
         # just before the event (the newest time of every prediction read
         # before it, in offset order), so it does not depend on how the
@@ -655,6 +665,9 @@ class PartitionWindows:
             identities = [(model_id, version, ALL_SEGMENTS, start)]
             if windowing.segment_by:
                 identities.append((model_id, version, windowing.segment(event.segment), start))
+            if past is not None and index in past:
+                for identity in identities:
+                    unjoinable_of[identity] = unjoinable_of.get(identity, 0) + 1
             for identity in identities:
                 if late:
                     late_of[identity] = late_of.get(identity, 0) + 1
@@ -674,13 +687,19 @@ class PartitionWindows:
             # Too late for drift; still predictions that labels may join, unless
             # the window's performance is already final.
             self.late[key] += count
-            if not self._passed(key, windowing.settles_after_us):
-                self._count_for_performance(windowing.model, key, count)
+            if past_horizon is not None:
+                joinable = count - unjoinable_of.get(identity, 0)
+            else:
+                joinable = 0 if self._passed(key, windowing.settles_after_us) else count
+            if joinable:
+                self._count_for_performance(windowing.model, key, joinable)
         open_windows = [(WindowKey(*identity), rows) for identity, rows in rows_of.items()]
         columns: dict[tuple[str, str], tuple[FeatureColumns, NDArray[np.intp] | None]] = {}
         for key, rows in open_windows:
             self.predictions_by_window[key] += len(rows)
-            self._count_for_performance(windowings[key.model_id].model, key, len(rows))
+            joinable = len(rows) - unjoinable_of.get(key, 0)
+            if joinable:
+                self._count_for_performance(windowings[key.model_id].model, key, joinable)
             reference = self.reference(key.model_id, key.model_version)
             if reference is None:
                 continue

@@ -1760,3 +1760,22 @@ def test_ids_of_a_format_1_checkpoint_that_share_a_hash_count_as_duplicates(
     counts = total(state.counters())
     assert counts.predictions == counts.duplicate_predictions + counts.joined
     assert counts.labels == counts.duplicate_labels + counts.joined
+
+
+def test_the_join_reports_which_predictions_came_past_their_label_horizon() -> None:
+    state = JoinState(3, POLICIES)
+    # Windows of an hour with a two-hour horizon: the window at 0 takes labels
+    # until the watermark passes 3 h; "new" moves it to 4 h, so "old" (at 60 s)
+    # comes after its horizon, and "old" again is a repeat that is not new.
+    state.add_labels([label("z", 5 * 3600)], [0])  # the labels topic is ahead: no skew limit
+    applied: list[int] = []
+    past: list[int] = []
+    state.add_predictions(
+        [prediction("a", 10), prediction("new", 4 * 3600), prediction("old", 60),
+         prediction("b", 4 * 3600 + 1), prediction("old", 61)],
+        range(5),
+        applied=applied,
+        past_horizon=past,
+    )  # fmt: skip
+    assert (applied, past) == ([0, 1, 2, 3, 4], [2, 4])
+    assert state.counters()[("m", "1")].unlabelled == 3  # "old" twice, and "a" expired

@@ -536,10 +536,13 @@ def test_the_windows_count_the_predictions_the_join_counts_however_sliced(
         add = windows.add_predictions
 
         def counting(
-            events: Sequence[PredictionEvent], add: Any = add, counted: list[int] = counted
+            events: Sequence[PredictionEvent],
+            add: Any = add,
+            counted: list[int] = counted,
+            **options: Any,
         ) -> None:
             counted.append(len(events))
-            add(events)
+            add(events, **options)
 
         monkeypatch.setattr(windows, "add_predictions", counting)
         result = part.processor.process(messages, now=T0 + timedelta(days=10))
@@ -784,6 +787,33 @@ def test_a_regression_model_refuses_a_label_or_prediction_that_is_not_a_number()
     [window] = processor.windows.performance.values()
     assert (window.predictions, window.n_labelled) == (3, 1)  # a, b, e; only a's label is good
     assert processor.join.next_offset("l") == 5
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_prediction_past_its_label_horizon_is_left_out_of_coverage_however_batched(
+    split: bool,
+) -> None:
+    # Window [0, 60 s) settles once the join's watermark passes 660 s. "q" moves
+    # it to 1,000 s; "late" (at 5 s) then comes past the horizon: the join counts
+    # it unlabelled at once, so the window's coverage stays 1 labelled of 2. In
+    # one batch with "q" it used to count in the window anyway (1 of 3).
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    feed(merger, part, part.messages("p", [prediction("a0", 1, 0.1), prediction("a1", 2, 0.2)]))
+    feed(merger, part, part.messages("l", [label("a0", 30, 1), label("zz", 1000, 1)]))
+    q, late = [prediction("q", 1000, 0.0)], [prediction("late", 5, 0.0)]
+    for batch in [q, late] if split else [q + late]:
+        feed(merger, part, part.messages("p", batch))
+    final = [
+        point.fields
+        for point in merger.evaluate()
+        if point.measurement == "model_performance"
+        and dict(point.tags)["segment"] == "all"
+        and point.time_ns == int(T0.timestamp()) * 10**9
+    ]
+    assert [(fields["n_labelled"], fields["coverage"], fields["is_final"]) for fields in final] == [
+        (1, 0.5, True)
+    ]
 
 
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
