@@ -94,9 +94,15 @@ class RegressionStats:
         batch.sum_squared_error = float(np.dot(error, error))
         batch.sum_abs_pct_error = float(np.sum(error[nonzero] / np.abs(target[nonzero])))
         batch.n_zero_target = int(target.size - np.count_nonzero(nonzero))
-        batch.target_mean = float(target.mean())
-        deviation = target - batch.target_mean
-        batch.target_m2 = float(np.dot(deviation, deviation))
+        if target.min() == target.max():
+            # Exactly: the mean of a hundred 0.1s sums to 0.09999999999999998,
+            # which left a spread of 1e-31 and an R² of -1e31 that one-by-one
+            # updates (spread 0, R² 0) did not have.
+            batch.target_mean, batch.target_m2 = float(target[0]), 0.0
+        else:
+            batch.target_mean = float(target.mean())
+            deviation = target - batch.target_mean
+            batch.target_m2 = float(np.dot(deviation, deviation))
         self._absorb(batch)
         return self
 

@@ -12,8 +12,14 @@ of mass transport) fits every feature; for a constant reference (standard
 deviation 0) the distance is reported in the feature's own units.
 
 Placing the mass of a bin at its midpoint moves it by at most half the bin's
-width, so the grid distance is within half the widest bin that holds mass of
-the exact distance (quantile bins are narrow where the data are dense).
+width, in the reference and in the window alike, so the grid distance is
+within the width of the widest bin that holds mass of the exact distance
+(half a width for each of the two, added by the triangle inequality; quantile
+bins are narrow where the data are dense). The underflow and overflow bins
+run from the reference's range to the window's minimum or maximum: a window
+that leaves the range entirely is measured up to that span too (0 moved to
+7 everywhere reads 3.5 with a constant reference, where the exact distance
+is 7), enough to be flagged but not to be read as an exact size.
 """
 
 from __future__ import annotations

@@ -233,6 +233,20 @@ def test_r2_survives_a_large_offset() -> None:
     )
 
 
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 123.456, -7.77])
+def test_a_constant_target_gives_r2_zero_however_it_was_batched(value: float) -> None:
+    # A hundred equal targets whose float mean is not the value itself.
+    targets, predicted = [value] * 100, [value + 0.1] * 100
+    whole = RegressionStats().update(targets, predicted)
+    one_by_one = RegressionStats()
+    for target, guess in zip(targets, predicted, strict=True):
+        one_by_one.update([target], [guess])
+    halves = RegressionStats().update(targets[:37], predicted[:37])
+    halves = halves.merge(RegressionStats().update(targets[37:], predicted[37:]))
+    for stats in (whole, one_by_one, halves):
+        assert stats.compute(["r2"])["r2"].value == 0.0
+
+
 def test_regression_zero_targets_constant_targets_and_merge() -> None:
     stats = RegressionStats().update([0.0, 2.0, 4.0], [1.0, 2.0, 5.0])
     results = stats.compute()
