@@ -86,9 +86,13 @@ def ks_p_value(statistic: float, n_reference: int, n_current: int) -> float:
     statistic = check_float("statistic", statistic, 0.0, 1.0)
     n_reference = check_int("n_reference", n_reference, 1)
     n_current = check_int("n_current", n_current, 1)
+    if n_reference == n_current == 1:
+        # One value a side: D is 1 whenever they differ, so D >= d has probability 1
+        # (scipy's exact p-value); the effective size rounds to 0, where kstwo is undefined.
+        return 1.0
     larger, smaller = sorted((float(n_reference), float(n_current)), reverse=True)
-    # np.round as scipy does (half to even); n = m = 1 rounds to 0, where kstwo is undefined.
-    n = max(1.0, float(np.round(larger * smaller / (larger + smaller))))
+    # np.round as scipy does (half to even).
+    n = float(np.round(larger * smaller / (larger + smaller)))
     if n >= _LIMIT_FROM_N and n * statistic * statistic >= _SLOW_REGION:
         root = math.sqrt(n)
         z = root * statistic

@@ -171,7 +171,11 @@ def test_large_sample_p_values_match_kstwo(n: int, z: float) -> None:
 
 def test_p_value_edge_sizes() -> None:
     assert ks_p_value(0.0, 1, 1) == 1.0
-    assert 0.0 <= ks_p_value(1.0, 1, 1) <= 1.0
+    # One value a side differ with certainty: scipy's exact p-value is 1.
+    assert ks_p_value(1.0, 1, 1) == stats.ks_2samp([0.0], [1.0], method="exact").pvalue == 1.0
+    assert ks_p_value(1.0, 1, 2) == pytest.approx(
+        stats.ks_2samp([0.0], [1.0, 2.0], method="asymp").pvalue
+    )
     assert ks_p_value(1.0, 10**6, 10**6) == 0.0
 
 
