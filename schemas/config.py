@@ -305,7 +305,7 @@ class ModelConfig(_Section):
         """
         first = self.positive_score
         for spellings in BINARY_CLASS_SPELLINGS:
-            if first in spellings or first.lower() in spellings:
+            if first in spellings:
                 return (first, *(key for key in spellings if key != first))
         return (first,)
 

@@ -22,6 +22,7 @@ Partials from every partition of a model are combined by
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
@@ -43,6 +44,8 @@ from schemas.outputs import ALL_SEGMENTS, segment_key
 from streams.join import JoinedPair, duration_us, event_us
 
 MICROS = 1_000_000
+
+log = logging.getLogger(__name__)
 
 LAG_EDGES_S: np.ndarray[Any, np.dtype[np.float64]] = np.concatenate(
     ([0.0], np.geomspace(0.01, 90 * 86_400.0, 400))
@@ -420,7 +423,20 @@ class PerformanceAccumulator:
         elif isinstance(stats, MulticlassStats):
             _update_multiclass(stats, pairs, labels, predicted)
         else:
-            stats.update(_numeric_column(labels), _numeric_column(predicted))
+            truth, guess = _numeric_column(labels), _numeric_column(predicted)
+            numbers = np.isfinite(truth) & np.isfinite(guess)
+            if not numbers.all():
+                # New input of a regression model is screened (a dead letter); a
+                # pair held in a checkpoint of an older version may still carry
+                # a string: it is left out of the metrics, not allowed to raise.
+                log.warning(
+                    "%d joined pairs of model %s left out of its metrics: a label or "
+                    "prediction is not a number",
+                    int(numbers.size - np.count_nonzero(numbers)),
+                    model.id,
+                )
+                truth, guess = truth[numbers], guess[numbers]
+            stats.update(truth, guess)
         lags = np.asarray([pair.label_lag_s for pair in pairs], dtype=np.float64)
         slots = np.clip(np.searchsorted(LAG_EDGES_S, lags, side="right") - 1, 0, None)
         self.lag_counts += np.bincount(slots, minlength=LAG_EDGES_S.size)
@@ -647,7 +663,10 @@ class PartitionWindows:
         windowings = self._windowing
         rows_of: dict[tuple[str, str, str, int], list[int]] = {}
         late_of: dict[tuple[str, str, str, int], int] = {}
-        unjoinable_of: dict[tuple[str, str, str, int], int] = {}
+        # Events past their label horizon, per window, among the late ones and
+        # among the others (each subtracted from its own count).
+        late_unjoinable: dict[tuple[str, str, str, int], int] = {}
+        open_unjoinable: dict[tuple[str, str, str, int], int] = {}
         past = past_horizon or None  # nothing to look up in the usual case
         # Lateness is judged event by event against the watermark as it stood
         # just before the event (the newest time of every prediction read
@@ -666,8 +685,9 @@ class PartitionWindows:
             if windowing.segment_by:
                 identities.append((model_id, version, windowing.segment(event.segment), start))
             if past is not None and index in past:
+                unjoinable = late_unjoinable if late else open_unjoinable
                 for identity in identities:
-                    unjoinable_of[identity] = unjoinable_of.get(identity, 0) + 1
+                    unjoinable[identity] = unjoinable.get(identity, 0) + 1
             for identity in identities:
                 if late:
                     late_of[identity] = late_of.get(identity, 0) + 1
@@ -688,7 +708,7 @@ class PartitionWindows:
             # the window's performance is already final.
             self.late[key] += count
             if past_horizon is not None:
-                joinable = count - unjoinable_of.get(identity, 0)
+                joinable = count - late_unjoinable.get(identity, 0)
             else:
                 joinable = 0 if self._passed(key, windowing.settles_after_us) else count
             if joinable:
@@ -697,7 +717,7 @@ class PartitionWindows:
         columns: dict[tuple[str, str], tuple[FeatureColumns, NDArray[np.intp] | None]] = {}
         for key, rows in open_windows:
             self.predictions_by_window[key] += len(rows)
-            joinable = len(rows) - unjoinable_of.get(key, 0)
+            joinable = len(rows) - open_unjoinable.get(key, 0)
             if joinable:
                 self._count_for_performance(windowings[key.model_id].model, key, joinable)
             reference = self.reference(key.model_id, key.model_version)

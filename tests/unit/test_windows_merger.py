@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,10 @@ from sklearn.metrics import accuracy_score, log_loss
 from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from detectors.registry import run_drift
 from detectors.sketch import empty_sketch
-from schemas import DEFAULT_LIMITS, MonitorConfig, PredictionEvent
+from schemas import DEFAULT_LIMITS, LabelEvent, MonitorConfig, PredictionEvent
 from streams import partition as partition_module
 from streams.decode import RawMessage, decode_predictions
+from streams.join import JoinPolicy, JoinState
 from streams.merger import WindowMerger
 from streams.partition import PartitionProcessor
 from streams.points import Point
@@ -25,9 +27,11 @@ from streams.windows import (
     DriftAccumulator,
     FeatureColumns,
     PartitionWindows,
+    PerformanceAccumulator,
     ReferenceLoader,
     WindowKey,
     _numeric_column,
+    new_stats,
 )
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -789,31 +793,64 @@ def test_a_regression_model_refuses_a_label_or_prediction_that_is_not_a_number()
     assert processor.join.next_offset("l") == 5
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("cuts", [(), (1,), (2,), (1, 2, 3)])
 def test_a_prediction_past_its_label_horizon_is_left_out_of_coverage_however_batched(
-    split: bool,
+    cuts: tuple[int, ...],
 ) -> None:
-    # Window [0, 60 s) settles once the join's watermark passes 660 s. "q" moves
-    # it to 1,000 s; "late" (at 5 s) then comes past the horizon: the join counts
-    # it unlabelled at once, so the window's coverage stays 1 labelled of 2. In
-    # one batch with "q" it used to count in the window anyway (1 of 3).
+    # Window [0, 60 s) settles once the join's watermark passes 660 s. "e1" comes
+    # in time; "q" moves the watermark to 1,000 s; "late" and "later" (at 6 and
+    # 7 s) then come past the horizon: the join counts them unlabelled at once,
+    # so the window holds a0, a1 and e1, one of them labelled, however the four
+    # messages are cut into batches.
     merger = WindowMerger(CONFIG, load, partitions=1)
     part = Partition(0)
     feed(merger, part, part.messages("p", [prediction("a0", 1, 0.1), prediction("a1", 2, 0.2)]))
     feed(merger, part, part.messages("l", [label("a0", 30, 1), label("zz", 1000, 1)]))
-    q, late = [prediction("q", 1000, 0.0)], [prediction("late", 5, 0.0)]
-    for batch in [q, late] if split else [q + late]:
-        feed(merger, part, part.messages("p", batch))
+    sequence = [
+        prediction("e1", 5, 0.3),
+        prediction("q", 1000, 0.0),
+        prediction("late", 6, 0.0),
+        prediction("later", 7, 0.0),
+    ]
+    bounds = [0, *cuts, len(sequence)]
+    for start, end in itertools.pairwise(bounds):
+        feed(merger, part, part.messages("p", sequence[start:end]))
     final = [
-        point.fields
+        (dict(point.tags)["segment"], point.fields)
         for point in merger.evaluate()
-        if point.measurement == "model_performance"
-        and dict(point.tags)["segment"] == "all"
-        and point.time_ns == int(T0.timestamp()) * 10**9
+        if point.measurement == "model_performance" and point.time_ns == int(T0.timestamp()) * 10**9
     ]
-    assert [(fields["n_labelled"], fields["coverage"], fields["is_final"]) for fields in final] == [
-        (1, 0.5, True)
+    assert [(segment, fields["n_labelled"]) for segment, fields in final] == [
+        ("all", 1),
+        ("region=eu", 1),
     ]
+    assert [fields["coverage"] for _, fields in final] == pytest.approx([1 / 3, 1 / 3])
+    assert all(fields["is_final"] for _, fields in final)
+
+
+def test_a_regression_pair_held_from_before_the_screen_is_left_out_not_raised() -> None:
+    # A checkpoint of an older worker may hold a string prediction: its pair
+    # must not stop the partition when its label comes.
+    model = MonitorConfig.model_validate(
+        {"models": [{"id": "price", "task": "regression", "reference": "ref.json",
+                     "features": [{"name": "x", "kind": "numeric"}]}]}
+    ).models[0]  # fmt: skip
+    join = JoinState(0, {"price": JoinPolicy.from_model(model)})
+    held = [
+        PredictionEvent(prediction_id=pid, model_id="price", model_version="1",
+                        timestamp=T0, features={}, prediction=value)
+        for pid, value in [("a", 10.0), ("b", "high"), ("c", 12.0)]
+    ]  # fmt: skip
+    join.add_predictions(held, [0, 1, 2])
+    labels = [
+        LabelEvent(prediction_id=pid, model_id="price", label=value, timestamp=T0)
+        for pid, value in [("a", 11.0), ("b", 3.0), ("c", "n/a")]
+    ]
+    pairs = join.add_labels(labels, [0, 1, 2])
+    window = PerformanceAccumulator(new_stats(model))
+    window.add_pairs(model, pairs)
+    assert window.n_labelled == 1
+    assert window.stats.compute(["mae"])["mae"].value == 1.0
 
 
 def test_a_numeric_prediction_is_read_per_window_like_a_numeric_feature() -> None:
