@@ -229,6 +229,9 @@ class WindowMerger:
             ],
             "watermarks": {model: list(marks.items()) for model, marks in self._watermarks.items()},
             "settled": [[key.encode(), labels] for key, labels in self._settled.items()],
+            "counts_written": [
+                [key.encode(), list(counts)] for key, counts in self._counts_emitted.items()
+            ],
         }
 
     def restore(self, document: dict[str, Any]) -> None:
@@ -276,10 +279,18 @@ class WindowMerger:
             if self._keeps(key, "restored settled window"):
                 self._settled[key] = int(labels)
         self._counts_seen = dict.fromkeys(self._late.keys() | self._dead.keys(), now)
-        # the counts of a closed window were written before the checkpoint
-        self._counts_emitted = {
-            key: self._counts(key) for key in self._counts_seen if key in self._closed
-        }
+        if "counts_written" in document:
+            # what was written: counts that came while the sink held back (and
+            # evaluation with it) are still to be written after a restart
+            self._counts_emitted = {}
+            for raw_key, (late, dead) in document["counts_written"]:
+                key = WindowKey.decode(raw_key)
+                if self._keeps(key, "restored written counts"):
+                    self._counts_emitted[key] = (int(late), int(dead))
+        else:  # a checkpoint of an earlier version: taken as written
+            self._counts_emitted = {
+                key: self._counts(key) for key in self._counts_seen if key in self._closed
+            }
         self._watermarks = defaultdict(dict)
         for model, marks in document["watermarks"].items():
             self._watermarks[model] = {int(s): int(w) for s, w in marks}
@@ -319,6 +330,7 @@ class WindowMerger:
                 partial.predictions,
             )
             self._late[partial.key][-1 - source] = partial.predictions
+            self._counts_seen.setdefault(partial.key, self.clock())  # its volume is rewritten
             return
         slot = self._drift.get(partial.key)
         if slot is None:
@@ -453,7 +465,9 @@ class WindowMerger:
             model = self._model(key.model_id)
             final = self._final(key, model, slot, now)
             interval = model.window.emit_interval.total_seconds()
-            if slot.pending and (final or now - slot.last_emitted >= interval):
+            # A window made final by another partition's watermark is written once
+            # more with is_final, even when nothing new came since its last point.
+            if final or (slot.pending and now - slot.last_emitted >= interval):
                 output.extend(self._evaluate_performance(model, key, slot, final))
                 slot.pending = False
                 slot.last_emitted = now

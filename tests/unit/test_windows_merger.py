@@ -1079,3 +1079,79 @@ def test_a_profile_found_mid_window_gives_drift_from_the_next_window_on() -> Non
     want = run_drift("ks", REFERENCE.features["x"], sketch, min_samples=5)
     assert all_segment.fields["statistic"] == want.statistic
     assert merger.incomplete_drift == 2  # the first window: all and region=eu
+
+
+@pytest.mark.parametrize("p1_first", [False, True])
+def test_a_window_made_final_by_another_partition_is_written_final(p1_first: bool) -> None:
+    # Partition 0 holds all of [0, 60) and settles it first; the window is final
+    # for the merger only when partition 1, which has nothing in it, passes its
+    # horizon too: that must write is_final, whichever partition is read first.
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    p0, p1 = Partition(0), Partition(1)
+    written: list[Point] = []
+
+    def step(part: Partition, predictions: list[bytes], labels: list[bytes]) -> None:
+        clock[0] += 1.0
+        batch = part.messages("p", predictions) + part.messages("l", labels)
+        written.extend(feed_split(merger, part, batch))
+
+    step(p0, [prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)])
+    step(p1, [prediction("b0", 65, 0.0)], [label("b0", 66, 1)])
+    moves = [
+        (p0, [prediction("a9", 700, 0.0)], [label("a9", 701, 0)]),
+        (p1, [prediction("b9", 700, 0.0)], [label("b9", 701, 0)]),
+    ]
+    for part, predictions, labels in reversed(moves) if p1_first else moves:
+        step(part, predictions, labels)
+    for moment in (100.0, 1000.0):
+        clock[0] = moment
+        written.extend(merger.evaluate())
+    final = [fields for fields in window_0(written, "model_performance") if fields["is_final"]]
+    assert [(fields["n_labelled"], fields["coverage"]) for fields in final] == [(1, 1 / 3)]
+
+
+def test_a_drift_partial_after_its_window_was_evaluated_rewrites_the_volume() -> None:
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, idle_timeout_s=30, clock=lambda: clock[0])
+    p0, p1 = Partition(0), Partition(1)
+    written: list[Point] = []
+
+    def step(part: Partition, predictions: list[bytes]) -> None:
+        written.extend(feed_split(merger, part, part.messages("p", predictions)))
+
+    step(p0, [prediction(f"a{i}", i, 0.1 * i) for i in range(6)])
+    step(p1, [prediction("b0", 1, 0.0), prediction("b1", 2, 0.0)])  # 2 more in [0, 60)
+    step(p0, [prediction("a9", 80, 0.0)])  # partition 0 closes [0, 60)
+    clock[0] = 40.0  # partition 1 silent for more than 30 s: evaluated without it
+    written.extend(merger.evaluate())
+    step(p1, [prediction("b9", 80, 0.0)])  # its partial now: 2 late predictions
+    for moment in (41.0, 50.0, 100.0):
+        clock[0] = moment
+        written.extend(merger.evaluate())
+    volume = window_0(written, "volume")
+    assert (volume[-1]["predictions"], volume[-1]["late_predictions"]) == (6, 2)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_counts_that_came_while_points_were_held_back_are_written_after_a_restart(
+    restart: bool,
+) -> None:
+    # Under the sink's back-pressure the worker checkpoints the merger without
+    # evaluating it: a late count received then is not written yet.
+    merger = WindowMerger(CONFIG, load, partitions=1)
+    part = Partition(0)
+    feed(merger, part, part.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(6)]))
+    feed(
+        merger,
+        part,
+        part.messages("p", [prediction("z", 700, 0.0)]) + part.messages("l", [label("z", 701, 0)]),
+    )
+    assert window_0(merger.evaluate(), "volume")[-1]["late_predictions"] == 0
+    feed(merger, part, part.messages("p", [prediction("late", 5, 0.0)]))
+    if restart:
+        document = orjson.loads(orjson.dumps(merger.snapshot()))
+        merger = WindowMerger(CONFIG, load, partitions=1)
+        merger.restore(document)
+    later = [point for _ in range(3) for point in merger.evaluate()]
+    assert [fields["late_predictions"] for fields in window_0(later, "volume")] == [1]
