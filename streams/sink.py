@@ -21,6 +21,12 @@ Nothing is dropped silently:
   server refuses) raises :class:`SinkError` naming the status and the first
   rejected line; the points stay buffered, so the worker stops with offsets
   uncommitted rather than losing them;
+* a partial write (InfluxDB's HTTP 422: the server stored the chunk but
+  refused some or all of its points for good, e.g. older than the bucket's
+  retention or a field of another type) cannot succeed on a retry: the chunk
+  is done, the refused points are counted (``rejected_points``, from the
+  server's ``dropped=N``, else the chunk's size) and logged with a WARNING
+  naming the server's reason, and writing goes on;
 * the buffer is bounded: when ``max_buffered_points`` are pending (the store
   is down and flushes keep failing), :meth:`~BufferedSink.add` raises
   :class:`SinkBackpressure` and accepts nothing of that batch; the worker
@@ -153,6 +159,9 @@ class SinkStats:
         NaN / ±inf fields left out.
     dropped_empty_points
         Points not written because every field was NaN / ±inf.
+    rejected_points
+        Points the store refused for good in a partial write (HTTP 422); not
+        in ``points_written``.
     """
 
     points_written: int = 0
@@ -160,6 +169,7 @@ class SinkStats:
     write_failures: int = 0
     dropped_non_finite: int = 0
     dropped_empty_points: int = 0
+    rejected_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -481,6 +491,8 @@ _PRECISION_NS: Final = cast(WritePrecision, WritePrecision.NS)  # the lines carr
 
 _UNABLE_TO_PARSE = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
 _LINE_NUMBER = re.compile(r"\bline (\d+)\b")
+_DROPPED = re.compile(r"\bdropped=(\d+)")
+"""How InfluxDB counts the points a partial write refused."""
 
 
 def _retry_after_s(exc: ApiException) -> float | None:
@@ -630,6 +642,22 @@ class InfluxSink(BufferedSink):
             rejected_line=rejected,
         )
 
+    def _partial_write(self, exc: ApiException, lines: Sequence[str]) -> None:
+        """Count and log the points a 422 refused; the rest of the chunk is stored."""
+        message = " ".join(_server_message(exc).split()) or "(no message)"
+        dropped = _DROPPED.search(message)
+        refused = min(int(dropped.group(1)), len(lines)) if dropped else len(lines)
+        with self._lock:
+            self._stats.rejected_points += refused
+            self._stats.points_written -= refused  # flush() adds the whole chunk
+        log.warning(
+            "%s refused %d of %d points for good (HTTP 422, not retried): %s",
+            self.target,
+            refused,
+            len(lines),
+            self._scrub(message)[:300],
+        )
+
     def _write_chunk(self, lines: Sequence[str]) -> None:
         body = "\n".join(lines).encode("utf-8")
         started = time.monotonic()
@@ -644,6 +672,9 @@ class InfluxSink(BufferedSink):
                 return
             except ApiException as exc:
                 status = int(exc.status or 0)
+                if status == 422:
+                    self._partial_write(exc, lines)
+                    return
                 if status != 429 and status < 500:
                     raise self._permanent(exc, lines) from None
                 reason = f"HTTP {status} {getattr(exc, 'reason', '') or ''}".rstrip()

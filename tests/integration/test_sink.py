@@ -466,6 +466,37 @@ def test_400_is_permanent_and_names_the_rejected_line(
     assert sink.pending == 3  # kept, not dropped
 
 
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [
+        ("partial write: points beyond retention policy dropped=1", 1),
+        ("failure writing points to database: partial write: field type conflict", 3),
+    ],
+)
+def test_a_partial_write_is_counted_and_the_next_points_still_go_out(
+    scripted: Callable[..., ScriptedInflux],
+    caplog: pytest.LogCaptureFixture,
+    message: str,
+    refused: int,
+) -> None:
+    # A 422 will never succeed on a retry: kept at the head of the buffer, it
+    # used to stop every later write.
+    points, lines = three_points()
+    body = json.dumps({"code": "unprocessable entity", "message": message}).encode()
+    server = scripted((422, body, {}))
+    sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST, chunk_size=3)
+    sink.add(points)
+    sink.flush()
+    assert sink.pending == 0
+    sink.add(points[:1])
+    sink.flush()
+    assert [r.body for r in server.received] == ["\n".join(lines), lines[0]]
+    assert (sink.stats.rejected_points, sink.stats.points_written) == (refused, 4 - refused)
+    assert sink.stats.write_retries == sink.stats.write_failures == 0
+    assert f"refused {refused} of 3 points for good (HTTP 422, not retried)" in caplog.text
+    sink.close()
+
+
 def test_4xx_without_a_named_line_reports_the_chunks_first_line(
     scripted: Callable[..., ScriptedInflux],
 ) -> None:
