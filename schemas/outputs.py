@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -44,11 +45,30 @@ def segment_key(segment: Mapping[str, str] | None, keys: tuple[str, ...] = ()) -
     'all'
     >>> segment_key(None, ("region",))
     'region=<none>'
+    >>> segment_key({"city": "New York, NY", "tier": "<none>"}, ("city", "tier"))
+    'city=New York%2C NY,tier=%3Cnone>'
+
+    A value's ``%``, ``,``, ``=``, ``\\``, ``<`` and control characters are
+    percent-encoded, so two different segments never share a key (nor an
+    InfluxDB series, where a backslash or a control character could not be
+    written as it is), and a value ``"<none>"`` is not a missing one.
     """
     if not keys:
         return ALL_SEGMENTS
     values = segment or {}
-    return ",".join(f"{key}={values.get(key, '<none>')}" for key in sorted(keys))
+    return ",".join(
+        f"{key}={_segment_value(values[key]) if key in values else '<none>'}"
+        for key in sorted(keys)
+    )
+
+
+_SEGMENT_SPECIAL = re.compile(r"[%,=\\<\x00-\x1f\x7f]")
+
+
+def _segment_value(value: str) -> str:
+    if _SEGMENT_SPECIAL.search(value) is None:
+        return value
+    return _SEGMENT_SPECIAL.sub(lambda match: f"%{ord(match.group()):02X}", value)
 
 
 def _check_window(window_start: datetime, window_end: datetime) -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from schemas import AlertEvent, DeadLetter, RetrainReason, RetrainRequest, segment_key
 from schemas.jsonschema import json_schemas
 from schemas.outputs import DEAD_LETTER_ORIGINAL_LIMIT
+from streams.points import clean_tag_value
 
 DOCS_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
@@ -149,6 +150,37 @@ def test_dead_letter_keeps_the_original_bytes(value: bytes, key: bytes | None, o
     assert again.original_bytes() == value
     assert again.source_offset == offset
     assert json.loads(letter.model_dump_json())["source_topic"] == "driftline.predictions"
+
+
+@given(
+    first=st.dictionaries(st.sampled_from(["region", "tier"]), st.text(max_size=6)),
+    second=st.dictionaries(st.sampled_from(["region", "tier"]), st.text(max_size=6)),
+)
+def test_different_segments_never_share_a_key_or_a_series(
+    first: dict[str, str], second: dict[str, str]
+) -> None:
+    names = ("region", "tier")
+    one, two = segment_key(first, names), segment_key(second, names)
+    assert (one == two) == (first == second)
+    # What goes into the segment tag is written as it is.
+    assert clean_tag_value(one) == one
+
+
+@pytest.mark.parametrize(
+    ("segment", "key"),
+    [
+        ({"region": "eu,tier=gold", "tier": "x"}, "region=eu%2Ctier%3Dgold,tier=x"),
+        ({"region": "A\\B"}, "region=A%5CB,tier=<none>"),
+        ({"region": "New\tYork"}, "region=New%09York,tier=<none>"),
+        ({"region": "<none>"}, "region=%3Cnone>,tier=<none>"),
+        ({"region": "50%"}, "region=50%25,tier=<none>"),
+        ({"region": "New York", "tier": "gold"}, "region=New York,tier=gold"),
+    ],
+)
+def test_segment_values_are_percent_encoded_where_they_would_be_ambiguous(
+    segment: dict[str, str], key: str
+) -> None:
+    assert segment_key(segment, ("tier", "region")) == key
 
 
 def test_segment_key_uses_only_configured_names() -> None:
