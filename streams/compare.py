@@ -14,7 +14,7 @@ CSV cells are missing values.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -81,8 +81,15 @@ class FeatureRow:
         }
 
 
-def read_table(path: Path, role: str) -> pa.Table:
-    """Read a CSV, TSV, Parquet or JSON-lines file with pyarrow."""
+def read_table(path: Path, role: str, text_columns: Collection[str] = ()) -> pa.Table:
+    """Read a CSV, TSV, Parquet or JSON-lines file with pyarrow.
+
+    In a CSV or TSV file, the ``text_columns`` (configured categorical
+    features) are read as the text they hold: a code ``01234`` stays
+    ``"01234"``, as a serving app sends it, not the number 1234. Only an
+    empty cell is missing in a text column; other columns also read ``NA``,
+    ``null`` or ``NaN`` as missing, as pyarrow does.
+    """
     if not path.exists():
         raise CompareError(f"{role} file '{path}' does not exist")
     if path.is_dir():
@@ -99,17 +106,45 @@ def read_table(path: Path, role: str) -> pa.Table:
         )
     try:
         if kind in ("CSV", "TSV"):
-            return pa_csv.read_csv(
+            table = pa_csv.read_csv(
                 path,
                 parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "TSV" else ","),
-                convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+                convert_options=pa_csv.ConvertOptions(
+                    strings_can_be_null=True,
+                    column_types=dict.fromkeys(text_columns, pa.string()),
+                ),
             )
+            return _only_empty_text_missing(path, table, text_columns, kind)
         if kind == "Parquet":
             return pa_parquet.read_table(path)
         return pa_json.read_json(path)
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompareError(f"could not read {role} file '{path}' as {kind}: {reason}") from None
+
+
+def _only_empty_text_missing(
+    path: Path, table: pa.Table, text_columns: Collection[str], kind: str
+) -> pa.Table:
+    """The text columns read again with only empty cells as missing (``NA`` is Namibia)."""
+    wanted = [name for name in text_columns if name in table.column_names]
+    if not wanted:
+        return table
+    raw = pa_csv.read_csv(
+        path,
+        parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "TSV" else ","),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=wanted,
+            column_types=dict.fromkeys(wanted, pa.string()),
+            strings_can_be_null=False,
+        ),
+    )
+    for name in wanted:
+        column = raw.column(name)
+        empty = pc.equal(column, "")
+        text = pc.if_else(empty, pa.scalar(None, pa.string()), column)
+        table = table.set_column(table.column_names.index(name), name, text)
+    return table
 
 
 def column_kind(data_type: pa.DataType) -> FeatureKind | None:

@@ -104,8 +104,13 @@ def build_reference(
         Columns of the true value, the model's prediction and its
         positive-class score.
     """
+    text_columns = (
+        [feature.name for feature in model.features if feature.kind == "categorical"]
+        if model is not None
+        else []
+    )
     try:
-        table = read_table(data, "reference")
+        table = read_table(data, "reference", text_columns)
     except CompareError as exc:
         raise ReferenceBuildError(str(exc)) from None
     special = {name for name in (target, prediction, score) if name}

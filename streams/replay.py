@@ -15,6 +15,7 @@ reported with their line number and reason and are not sent.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,19 +41,28 @@ class ReplayReport:
     invalid: list[tuple[int, str]] = field(default_factory=list)
 
 
+_CODE = re.compile(r"[+-]?0[0-9]")
+"""A leading zero before another digit: a code, not a number."""
+
+
 def _cell(value: str) -> Any:
     """A CSV cell as the JSON value a serving app would have sent.
 
     Examples
     --------
-    >>> [_cell(v) for v in ["", "3", "2.5", "1e3", "true", "gold"]]
-    [None, 3, 2.5, 1000.0, True, 'gold']
+    >>> [_cell(v) for v in ["", "3", "2.5", "1e3", "true", "gold", "01234", "0.5", "1_000"]]
+    [None, 3, 2.5, 1000.0, True, 'gold', '01234', 0.5, '1_000']
+
+    A code with a leading zero (a zip code ``01234``) or an underscore stays
+    text: read as a number it would no longer be the category it names.
     """
     if value == "":
         return None
     lowered = value.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    if _CODE.match(value) or "_" in value:
+        return value
     try:
         number = float(value)
     except ValueError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from detectors.profile import CategoricalProfile, ReferenceProfile
 from streams.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +112,37 @@ def test_alerts_tail_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "driftline alerts: cannot reach Kafka at 127.0.0.1:9" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_reference_build_keeps_categorical_codes_as_their_text(tmp_path: Path) -> None:
+    # A zip code 01234 is the text a serving app sends, not the number 1234, and
+    # NA (Namibia) is a country, not a missing value; an empty cell is missing.
+    (tmp_path / "monitors.yaml").write_text(
+        "version: 1\n"
+        "models:\n"
+        "  - id: m\n"
+        "    task: binary\n"
+        "    reference: refs/m-{version}.json\n"
+        "    features:\n"
+        "      - {name: x, kind: numeric}\n"
+        "      - {name: zip, kind: categorical}\n"
+        "      - {name: country, kind: categorical}\n"
+    )
+    rows = [("1.5", "01234", "NA"), ("NA", "00501", "DE"), ("2.5", "01234", ""), ("3", "", "NA")]
+    (tmp_path / "train.csv").write_text(
+        "x,zip,country\n" + "".join(",".join(row) + "\n" for row in rows)
+    )
+    main(["reference", "build", "--model", "m", "--version", "1", "--data",
+          str(tmp_path / "train.csv"), "-c", str(tmp_path / "monitors.yaml"),
+          "-o", str(tmp_path / "ref.json")])  # fmt: skip
+    profile = ReferenceProfile.from_json((tmp_path / "ref.json").read_bytes())
+    zips, countries, x = (profile.features[name] for name in ("zip", "country", "x"))
+    assert isinstance(zips, CategoricalProfile) and isinstance(countries, CategoricalProfile)
+    assert dict(zip(zips.categories, zips.counts.tolist(), strict=True)) == {"01234": 2, "00501": 1}
+    assert zips.missing == 1
+    assert dict(zip(countries.categories, countries.counts.tolist(), strict=True)) == {
+        "NA": 2,
+        "DE": 1,
+    }
+    assert countries.missing == 1
+    assert (x.n, x.missing) == (3, 1)  # a numeric column still reads NA as missing
