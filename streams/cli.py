@@ -31,7 +31,15 @@ from streams.compare import run_compare
 from streams.demo import DemoPlan, run_demo
 from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
-from streams.replay import ReplayError, ReplayReport, count_events, read_events, validate
+from streams.replay import (
+    ReplayError,
+    ReplayReport,
+    RowError,
+    check_file,
+    count_events,
+    read_events,
+    validate,
+)
 from streams.report import (
     ReportError,
     Selection,
@@ -169,6 +177,14 @@ def topics_command(args: argparse.Namespace, console: Console) -> int:
     except TopicError as exc:
         console.print(f"driftline topics: {exc}", highlight=False, markup=False)
         return EXIT_INVALID
+    except KafkaException as exc:
+        console.print(
+            f"driftline topics: cannot use Kafka at {settings.kafka_bootstrap} "
+            f"({settings.kafka_security_protocol}): {exc}",
+            highlight=False,
+            markup=False,
+        )
+        return EXIT_INVALID
     if counts[settings.topic_predictions] != counts[settings.topic_labels]:
         console.print(
             f"driftline topics: {settings.topic_predictions} has "
@@ -287,10 +303,16 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
         files.append(("labels", Path(args.labels), settings.topic_labels))
     report = ReplayReport()
     try:
+        for kind, path, _ in files:
+            check_file(path, kind)  # every file, before anything is sent
         with Progress(console=console) as progress:
             for kind, path, topic in files:
                 task = progress.add_task(f"{kind} from {path.name}", total=count_events(path))
                 for number, raw in read_events(path, kind):
+                    if isinstance(raw, RowError):
+                        report.invalid.append((number, f"{path.name}:{number}: {raw}"))
+                        progress.advance(task)
+                        continue
                     try:
                         key = validate(kind, raw, settings.limits)
                     except InvalidEvent as exc:

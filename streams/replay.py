@@ -33,6 +33,10 @@ class ReplayError(Exception):
     """A file cannot be replayed (missing, unknown format, missing columns)."""
 
 
+class RowError(ValueError):
+    """A CSV row that cannot become an event (its reason names the problem)."""
+
+
 @dataclass
 class ReplayReport:
     """What a replay sent and refused."""
@@ -76,14 +80,14 @@ def _prediction_from_row(row: dict[str, str]) -> dict[str, Any]:
     event: dict[str, Any] = {name: row.get(name, "") for name in PREDICTION_FIELDS}
     event["prediction"] = _cell(row.get("prediction", ""))
     features: dict[str, Any] = {}
-    scores: dict[str, float] = {}
+    scores: dict[str, Any] = {}
     segment: dict[str, str] = {}
     for name, value in row.items():
         if name in PREDICTION_FIELDS or name == "latency_ms":
             continue
         if name.startswith("score_"):
             if value != "":
-                scores[name.removeprefix("score_")] = float(value)
+                scores[name.removeprefix("score_")] = _number_or_text(value)
         elif name.startswith("segment_"):
             if value != "":
                 segment[name.removeprefix("segment_")] = value
@@ -95,8 +99,16 @@ def _prediction_from_row(row: dict[str, str]) -> dict[str, Any]:
     if segment:
         event["segment"] = segment
     if row.get("latency_ms"):
-        event["latency_ms"] = float(row["latency_ms"])
+        event["latency_ms"] = _number_or_text(row["latency_ms"])
     return event
+
+
+def _number_or_text(value: str) -> Any:
+    """A number, or the text as it is for the event's validation to refuse by name."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _label_from_row(row: dict[str, str]) -> dict[str, Any]:
@@ -108,10 +120,50 @@ def _label_from_row(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def read_events(path: Path, kind: str) -> Iterator[tuple[int, bytes]]:
-    """``(line number, encoded event)`` for every event in a file."""
-    if not path.is_file():
+def check_file(path: Path, kind: str) -> None:
+    """Refuse a file that cannot be replayed, before anything of any file is sent.
+
+    Raises
+    ------
+    ReplayError
+        It does not exist, is not a regular file, has an unknown suffix, is a
+        CSV file without the required columns, or is not UTF-8 text.
+    """
+    if not path.exists():
         raise ReplayError(f"{kind} file '{path}' does not exist")
+    if not path.is_file():
+        raise ReplayError(f"{kind} file '{path}' is not a regular file")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
+        raise ReplayError(f"cannot tell the format of '{path}'; use .jsonl, .ndjson or .csv")
+    number = 0
+    try:
+        with path.open("rb") as handle:
+            for line in handle:
+                number += 1
+                line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReplayError(
+            f"{kind} file '{path}' is not UTF-8 text (line {number}: {exc})"
+        ) from None
+    except OSError as exc:
+        raise ReplayError(f"cannot read {kind} file '{path}': {exc}") from None
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            columns = csv.DictReader(handle).fieldnames or []
+        required = PREDICTION_FIELDS if kind == "predictions" else ("prediction_id", "label")
+        missing = [name for name in required if name not in columns]
+        if missing:
+            raise ReplayError(f"{kind} file '{path}' lacks columns: {', '.join(missing)}")
+
+
+def read_events(path: Path, kind: str) -> Iterator[tuple[int, bytes | RowError]]:
+    """``(line number, encoded event)`` for every event in a file (see :func:`check_file`).
+
+    A CSV row with more or fewer cells than the header comes as a
+    :class:`RowError` instead of an event.
+    """
+    check_file(path, kind)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         with path.open("rb") as handle:
@@ -127,7 +179,14 @@ def read_events(path: Path, kind: str) -> Iterator[tuple[int, bytes]]:
             if missing:
                 raise ReplayError(f"{kind} file '{path}' lacks columns: {', '.join(missing)}")
             convert = _prediction_from_row if kind == "predictions" else _label_from_row
+            width = len(reader.fieldnames or [])
             for number, row in enumerate(reader, start=2):
+                if None in row or any(value is None for value in row.values()):
+                    extra = row.get(None) or ()
+                    absent = sum(value is None for value in row.values())
+                    cells = width + len(extra) - absent
+                    yield number, RowError(f"the row has {cells} cells; the header has {width}")
+                    continue
                 yield number, orjson.dumps(convert(row))
     else:
         raise ReplayError(f"cannot tell the format of '{path}'; use .jsonl, .ndjson or .csv")
