@@ -9,6 +9,7 @@ loaded, and every error names its key path.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -62,7 +63,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _seconds(value, value)
     if isinstance(value, str) and not value.upper().startswith("P"):
         text = value.replace(" ", "").lower()
         parts = _DURATION.findall(text)
@@ -70,8 +71,18 @@ def parse_duration(value: Any) -> Any:
             raise ValueError(
                 f"{value!r} is not a duration; use e.g. 90s, 5m, 1h30m, 7d or a number of seconds"
             )
-        return timedelta(seconds=sum(float(number) * _UNITS[unit] for number, unit in parts))
+        return _seconds(sum(float(number) * _UNITS[unit] for number, unit in parts), value)
     return value
+
+
+def _seconds(seconds: float, written: object) -> timedelta:
+    """A duration of ``seconds``, or a ValueError naming what was written (not an OverflowError)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"{written!r} is not a finite duration")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{written!r} is too long a duration (at most 999,999,999 days)") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

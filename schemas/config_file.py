@@ -56,6 +56,13 @@ def _construct_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode) -> dic
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a key must be a plain value, not {type(key).__name__}",
+                key_node.start_mark,
+            )
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -123,6 +130,10 @@ def parse_config(
         document = yaml.load(text, Loader=_StrictSafeLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([FieldError("", f"{source} is not valid YAML: {exc}")]) from exc
+    except RecursionError:
+        raise ConfigError(
+            [FieldError("", f"{source} is nested too deeply to be a configuration")]
+        ) from None
     if not isinstance(document, dict):
         raise ConfigError([FieldError("", f"{source} must hold a mapping with a 'models' key")])
     document = _substitute(document, os.environ if env is None else env, ())

@@ -277,3 +277,22 @@ def test_a_yaml_alias_is_refused_naming_its_line() -> None:
     assert len(errors) == 1
     assert "aliases (*nowhere) are not allowed" in errors[0]
     assert "line 2" in errors[0]
+
+
+MINIMAL = "models: [{id: m, task: binary, reference: r.json, features: [{name: x, kind: numeric}]"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + ", window: {size: 1000000000d}}]", "too long a duration"),
+        (MINIMAL + ", window: {label_horizon: .inf}}]", "inf is not a finite duration"),
+        (MINIMAL + ", window: {size: .nan}}]", "nan is not a finite duration"),
+        ("{[a]: 1}", "a key must be a plain value, not list"),
+        ("a: " + "[" * 3000 + "]" * 3000, "nested too deeply"),
+    ],
+)
+def test_a_config_that_cannot_be_read_is_refused_with_the_reason_not_a_traceback(
+    text: str, expected: str
+) -> None:
+    assert any(expected in error for error in errors_of(text)), errors_of(text)
