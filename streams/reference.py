@@ -10,7 +10,8 @@ configuration names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow as pa
 from rich.progress import Progress
 
 from detectors.classification import BinaryStats, MulticlassStats, positive_mask
+from detectors.errors import DetectorError
 from detectors.profile import (
     CategoricalProfile,
     NumericProfile,
@@ -41,6 +43,16 @@ def _column(table: pa.Table, name: str, path: Path) -> pa.ChunkedArray:
             f"{', '.join(table.column_names)})"
         )
     return table.column(name)
+
+
+@contextmanager
+def _reading(what: str, path: Path) -> Iterator[None]:
+    """Turn a column that cannot be read as intended into a ReferenceBuildError naming it."""
+    try:
+        yield
+    except (pa.ArrowException, DetectorError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReferenceBuildError(f"{what} of '{path}': {reason}") from None
 
 
 def _profile(column: pa.ChunkedArray, kind: str) -> Profile:
@@ -126,7 +138,8 @@ def build_reference(
     task_id = progress.add_task("profiling", total=len(wanted) + 1) if progress else None
     features: dict[str, Profile] = {}
     for name, feature_kind in wanted:
-        features[name] = _profile(_column(table, name, data), feature_kind)
+        with _reading(f"{feature_kind} feature column '{name}'", data):
+            features[name] = _profile(_column(table, name, data), feature_kind)
         if progress is not None and task_id is not None:
             progress.advance(task_id)
     prediction_profile: Profile | None = None
@@ -137,20 +150,27 @@ def build_reference(
         kind = "numeric" if task == "regression" else "categorical"
         if task is None:
             kind = column_kind(column.type) or "categorical"
-        prediction_profile = _profile(column, kind)
+        with _reading(f"{kind} prediction column '{prediction}'", data):
+            prediction_profile = _profile(column, kind)
     if score:
-        profile = build_profile(_numeric(_column(table, score, data)), "numeric")
+        with _reading(f"score column '{score}'", data):
+            profile = build_profile(_numeric(_column(table, score, data)), "numeric")
         assert isinstance(profile, NumericProfile)
         scores["1" if model is None else model.positive_score] = profile
     if target and prediction and model is not None:
-        baseline = _baseline(
-            model.task,
-            model.metrics,
-            _column(table, target, data),
-            _column(table, prediction, data),
-            _column(table, score, data) if score else None,
-            model.positive,
-        )
+        with _reading(
+            f"the baseline from target '{target}', prediction '{prediction}'"
+            + (f" and score '{score}'" if score else ""),
+            data,
+        ):
+            baseline = _baseline(
+                model.task,
+                model.metrics,
+                _column(table, target, data),
+                _column(table, prediction, data),
+                _column(table, score, data) if score else None,
+                model.positive,
+            )
     if progress is not None and task_id is not None:
         progress.advance(task_id)
     if not features:

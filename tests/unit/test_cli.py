@@ -146,3 +146,27 @@ def test_reference_build_keeps_categorical_codes_as_their_text(tmp_path: Path) -
     }
     assert countries.missing == 1
     assert (x.n, x.missing) == (3, 1)  # a numeric column still reads NA as missing
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("x,y,p,s\n1.5,1,1,0.9\nabc,0,0,0.2\n", "numeric feature column 'x' of '"),
+        ("x,y,p,s\n1.5,1,1,0.9\n2.5,0,0,abc\n", "score column 's' of '"),
+        ("x,y,p,s\n1.5,1,1,0.9\n2.5,,0,0.2\n", "the baseline from target 'y', prediction 'p'"),
+    ],
+)
+def test_reference_build_names_the_column_it_cannot_read(
+    tmp_path: Path, rows: str, expected: str
+) -> None:
+    (tmp_path / "monitors.yaml").write_text(
+        "models: [{id: m, task: binary, reference: r.json, features: [{name: x, kind: numeric}]}]\n"
+    )
+    (tmp_path / "train.csv").write_text(rows)
+    done = run("reference", "build", "--model", "m", "--version", "1",
+               "--data", str(tmp_path / "train.csv"), "-c", str(tmp_path / "monitors.yaml"),
+               "--target", "y", "--prediction", "p", "--score", "s",
+               "-o", str(tmp_path / "ref.json"))  # fmt: skip
+    assert done.returncode == 1
+    assert expected in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
