@@ -385,6 +385,7 @@ class Worker:
             for model in self.config.models:
                 body: dict[str, Any] = {
                     "watermark": result.watermark_us,
+                    "join_watermark": result.join_watermark_us,
                     # how far this partition has read: progress for operators and benchmarks
                     "applied": applied,
                 }
@@ -442,7 +443,9 @@ class Worker:
                 )
             if "late" in message:
                 merger.add_late(source, {WindowKey.decode(k): int(n) for k, n in message["late"]})
-            merger.add_watermark(source, message["model"], message["watermark"])
+            merger.add_watermark(
+                source, message["model"], message["watermark"], message.get("join_watermark")
+            )
         else:
             log.warning("unknown partial kind %r from partition %d ignored", kind, source)
 

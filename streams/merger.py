@@ -152,6 +152,10 @@ class WindowMerger:
         self._dead: dict[WindowKey, dict[int, int]] = defaultdict(dict)
         self._closed: dict[WindowKey, tuple[int, frozenset[int]]] = {}
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
+        # Each partition's join watermark: how far labels can still come. Its
+        # windows settle and are forgotten by it, so the merger judges them by
+        # it too (the drift watermark runs ahead when labels lag).
+        self._join_watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._heard: dict[int, float] = {}
         self.results: list[DriftWindowResult] = []
         self._observations: list[WindowObservation] = []
@@ -228,6 +232,9 @@ class WindowMerger:
                 for key, (predictions, sources) in self._closed.items()
             ],
             "watermarks": {model: list(marks.items()) for model, marks in self._watermarks.items()},
+            "join_watermarks": {
+                model: list(marks.items()) for model, marks in self._join_watermarks.items()
+            },
             "settled": [[key.encode(), labels] for key, labels in self._settled.items()],
             "counts_written": [
                 [key.encode(), list(counts)] for key, counts in self._counts_emitted.items()
@@ -294,6 +301,9 @@ class WindowMerger:
         self._watermarks = defaultdict(dict)
         for model, marks in document["watermarks"].items():
             self._watermarks[model] = {int(s): int(w) for s, w in marks}
+        self._join_watermarks = defaultdict(dict)
+        for model, marks in document.get("join_watermarks", {}).items():
+            self._join_watermarks[model] = {int(s): int(w) for s, w in marks}
         self._heard = dict.fromkeys(range(self.partitions), now)
 
     def _model(self, model_id: str) -> ModelConfig:
@@ -302,13 +312,34 @@ class WindowMerger:
             raise KeyError(f"model {model_id!r} is not configured")
         return model
 
-    def add_watermark(self, source: int, model_id: str, watermark_us: int | None) -> None:
-        """A source partition's drift watermark for one model."""
+    def add_watermark(
+        self,
+        source: int,
+        model_id: str,
+        watermark_us: int | None,
+        join_watermark_us: int | None = None,
+    ) -> None:
+        """A source partition's drift watermark for one model, and its join watermark.
+
+        Drift windows close by the first; performance windows settle, and
+        windows are forgotten, by the second (a partition without one, an
+        older worker, is judged by its drift watermark).
+        """
         self._heard[source] = self.clock()
-        if watermark_us is not None:
-            known = self._watermarks[model_id].get(source)
-            if known is None or watermark_us > known:
-                self._watermarks[model_id][source] = watermark_us
+        for marks, value in (
+            (self._watermarks, watermark_us),
+            (self._join_watermarks, join_watermark_us),
+        ):
+            if value is not None:
+                known = marks[model_id].get(source)
+                if known is None or value > known:
+                    marks[model_id][source] = value
+
+    def _settle_watermarks(self, model_id: str) -> dict[int, int]:
+        """Per partition, the watermark its performance windows settle by."""
+        marks = dict(self._watermarks.get(model_id, {}))
+        marks.update(self._join_watermarks.get(model_id, {}))
+        return marks
 
     def add_drift(self, source: int, partial: DriftPartial) -> None:
         """A drift window closed by a source partition."""
@@ -354,8 +385,8 @@ class WindowMerger:
         return model is not None and self._past(key, model, forgotten_after_us(model))
 
     def _past(self, key: WindowKey, model: ModelConfig, after_us: int) -> bool:
-        """Whether every partition's watermark reached ``after_us`` from the window's start."""
-        watermarks = self._watermarks.get(key.model_id, {})
+        """Whether every partition's join watermark reached ``after_us`` from the window's start."""
+        watermarks = self._settle_watermarks(key.model_id)
         return (
             len(watermarks) == self.partitions
             and min(watermarks.values()) >= key.window_start_us + after_us
@@ -407,7 +438,14 @@ class WindowMerger:
             model.window.size + model.window.label_horizon
         )
         # strictly past: partitions make a window final once their watermark is later
-        return self._others_passed(key, slot.partials, settles_at + 1, slot.first_seen, now)
+        return self._others_passed(
+            key,
+            slot.partials,
+            settles_at + 1,
+            slot.first_seen,
+            now,
+            watermarks=self._settle_watermarks(key.model_id),
+        )
 
     def _ready(
         self, key: WindowKey, slot: _DriftSlot, now: float, *, idle_closes: bool = True
@@ -429,11 +467,13 @@ class WindowMerger:
         now: float,
         *,
         idle_closes: bool = True,
+        watermarks: Mapping[int, int] | None = None,
     ) -> bool:
         """Whether every source partition not in ``reported`` has a watermark at ``at_us``
         or later, or (with ``idle_closes``) has been silent for ``idle_timeout_s`` while
-        the window has waited that long."""
-        watermarks = self._watermarks.get(key.model_id, {})
+        the window has waited that long. ``watermarks``: the drift watermarks unless given."""
+        if watermarks is None:
+            watermarks = self._watermarks.get(key.model_id, {})
         waited = now - first_seen >= self.idle_timeout_s
         for source in range(self.partitions):
             if source in reported:

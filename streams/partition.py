@@ -70,6 +70,9 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: WindowOutput = field(default_factory=WindowOutput)
     watermark_us: int | None = None
+    """The drift watermark (newest prediction time seen); drift windows close by it."""
+    join_watermark_us: int | None = None
+    """The join's watermark: performance windows settle, and windows are forgotten, by it."""
     predictions: int = 0
     labels: int = 0
 
@@ -248,6 +251,7 @@ class PartitionProcessor:
             self._attribute(letter)
         result.windows = self.windows.collect(self.join.watermark_us)
         result.watermark_us = self.windows.watermark_us
+        result.join_watermark_us = self.join.watermark_us
         result.labels = len(labels)
         return result
 

@@ -501,7 +501,7 @@ def merge(merger: WindowMerger, result: BatchResult) -> None:
         merger.add_performance(0, performance)
     merger.add_late(0, result.windows.late)
     merger.add_dead_letters(0, result.windows.dead_letters)
-    merger.add_watermark(0, "churn", result.watermark_us)
+    merger.add_watermark(0, "churn", result.watermark_us, result.join_watermark_us)
 
 
 def counter_totals(processor: PartitionProcessor) -> Counter[str]:

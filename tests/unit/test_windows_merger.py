@@ -117,7 +117,7 @@ def feed(merger: WindowMerger, part: Partition, messages: list[RawMessage]) -> A
         merger.add_performance(part.number, perf)
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
-    merger.add_watermark(part.number, "churn", result.watermark_us)
+    merger.add_watermark(part.number, "churn", result.watermark_us, result.join_watermark_us)
     return result
 
 
@@ -259,7 +259,7 @@ def feed_split(merger: WindowMerger, part: Partition, messages: list[RawMessage]
     found = merger.evaluate()
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
-    merger.add_watermark(part.number, "churn", result.watermark_us)
+    merger.add_watermark(part.number, "churn", result.watermark_us, result.join_watermark_us)
     return found + merger.evaluate()
 
 
@@ -1018,7 +1018,7 @@ def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions()
         result = processor.process(batch, now=T0 + timedelta(days=1))
         for perf in result.windows.performance:
             merger.add_performance(0, perf)
-        merger.add_watermark(0, "iris", result.watermark_us)
+        merger.add_watermark(0, "iris", result.watermark_us, result.join_watermark_us)
     found = by_series(merger.evaluate(), "model_performance")
     metric = {dict(tags)["metric"]: fields for tags, fields in found.items()}
     scored = [index for index in range(count) if index % 8 != 7]
@@ -1155,3 +1155,42 @@ def test_counts_that_came_while_points_were_held_back_are_written_after_a_restar
         merger.restore(document)
     later = [point for _ in range(3) for point in merger.evaluate()]
     assert [fields["late_predictions"] for fields in window_0(later, "volume")] == [1]
+
+
+@pytest.mark.parametrize("order", ["partition 1 first", "partition 0 first"])
+def test_a_partition_whose_labels_lag_keeps_the_window_open_whatever_the_read_order(
+    order: str,
+) -> None:
+    # Partition 1's predictions run ahead (700 s) while its labels lag: its drift
+    # watermark passes [0, 60)'s horizon (660 s) long before its join's does, and
+    # a late prediction of the window and its label still come. The merger must
+    # wait for its join watermark, as the partition does, in either order.
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    p0, p1 = Partition(0), Partition(1)
+    written: list[Point] = []
+
+    def step(part: Partition, predictions: list[bytes], labels: list[bytes]) -> None:
+        clock[0] += 1.0
+        batch = part.messages("p", predictions) + part.messages("l", labels)
+        written.extend(feed_split(merger, part, batch))
+
+    p0_steps = [
+        ([prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)]),
+        ([prediction("a9", 700, 0.0)], [label("a9", 701, 0)]),
+    ]
+    p1_steps = [
+        ([prediction("b9", 700, 0.0)], []),
+        ([prediction("b0", 5, 0.0)], []),
+        ([], [label("b0", 40, 1)]),
+        ([], [label("b9", 701, 0)]),
+    ]
+    if order == "partition 1 first":
+        plan = [(p1, s) for s in p1_steps[:3]] + [(p0, s) for s in p0_steps] + [(p1, p1_steps[3])]
+    else:
+        plan = [(p1, p1_steps[0])] + [(p0, s) for s in p0_steps] + [(p1, s) for s in p1_steps[1:]]
+    for part, (predictions, labels) in plan:
+        step(part, predictions, labels)
+    final = [fields for fields in window_0(written, "model_performance") if fields["is_final"]]
+    assert [(fields["n_labelled"], fields["coverage"]) for fields in final] == [(2, 0.5)]
+    assert merger.ignored_partials == 0
