@@ -106,10 +106,10 @@ def read_table(path: Path, role: str, text_columns: Collection[str] = ()) -> pa.
         )
     try:
         if kind in ("CSV", "TSV"):
-            table = pa_csv.read_csv(
+            table = _read_csv(
                 path,
-                parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "TSV" else ","),
-                convert_options=pa_csv.ConvertOptions(
+                kind,
+                pa_csv.ConvertOptions(
                     strings_can_be_null=True,
                     column_types=dict.fromkeys(text_columns, pa.string()),
                 ),
@@ -123,6 +123,13 @@ def read_table(path: Path, role: str, text_columns: Collection[str] = ()) -> pa.
         raise CompareError(f"could not read {role} file '{path}' as {kind}: {reason}") from None
 
 
+def _read_csv(path: Path, kind: str, convert: pa_csv.ConvertOptions) -> pa.Table:
+    delimiter = "\t" if kind == "TSV" else ","
+    return pa_csv.read_csv(
+        path, parse_options=pa_csv.ParseOptions(delimiter=delimiter), convert_options=convert
+    )
+
+
 def _only_empty_text_missing(
     path: Path, table: pa.Table, text_columns: Collection[str], kind: str
 ) -> pa.Table:
@@ -130,10 +137,10 @@ def _only_empty_text_missing(
     wanted = [name for name in text_columns if name in table.column_names]
     if not wanted:
         return table
-    raw = pa_csv.read_csv(
+    raw = _read_csv(
         path,
-        parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "TSV" else ","),
-        convert_options=pa_csv.ConvertOptions(
+        kind,
+        pa_csv.ConvertOptions(
             include_columns=wanted,
             column_types=dict.fromkeys(wanted, pa.string()),
             strings_can_be_null=False,

@@ -1081,20 +1081,28 @@ def test_a_profile_found_mid_window_gives_drift_from_the_next_window_on() -> Non
     assert merger.incomplete_drift == 2  # the first window: all and region=eu
 
 
+class TwoPartitions:
+    """A merger over two partitions fed step by step, a second of clock per step."""
+
+    def __init__(self) -> None:
+        self.clock = [0.0]
+        self.merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: self.clock[0])
+        self.p0, self.p1 = Partition(0), Partition(1)
+        self.written: list[Point] = []
+
+    def step(self, part: Partition, predictions: list[bytes], labels: list[bytes]) -> None:
+        self.clock[0] += 1.0
+        batch = part.messages("p", predictions) + part.messages("l", labels)
+        self.written.extend(feed_split(self.merger, part, batch))
+
+
 @pytest.mark.parametrize("p1_first", [False, True])
 def test_a_window_made_final_by_another_partition_is_written_final(p1_first: bool) -> None:
     # Partition 0 holds all of [0, 60) and settles it first; the window is final
     # for the merger only when partition 1, which has nothing in it, passes its
     # horizon too: that must write is_final, whichever partition is read first.
-    clock = [0.0]
-    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
-    p0, p1 = Partition(0), Partition(1)
-    written: list[Point] = []
-
-    def step(part: Partition, predictions: list[bytes], labels: list[bytes]) -> None:
-        clock[0] += 1.0
-        batch = part.messages("p", predictions) + part.messages("l", labels)
-        written.extend(feed_split(merger, part, batch))
+    two = TwoPartitions()
+    merger, p0, p1, step, written = two.merger, two.p0, two.p1, two.step, two.written
 
     step(p0, [prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)])
     step(p1, [prediction("b0", 65, 0.0)], [label("b0", 66, 1)])
@@ -1105,7 +1113,7 @@ def test_a_window_made_final_by_another_partition_is_written_final(p1_first: boo
     for part, predictions, labels in reversed(moves) if p1_first else moves:
         step(part, predictions, labels)
     for moment in (100.0, 1000.0):
-        clock[0] = moment
+        two.clock[0] = moment
         written.extend(merger.evaluate())
     final = [fields for fields in window_0(written, "model_performance") if fields["is_final"]]
     assert [(fields["n_labelled"], fields["coverage"]) for fields in final] == [(1, 1 / 3)]
@@ -1165,15 +1173,8 @@ def test_a_partition_whose_labels_lag_keeps_the_window_open_whatever_the_read_or
     # watermark passes [0, 60)'s horizon (660 s) long before its join's does, and
     # a late prediction of the window and its label still come. The merger must
     # wait for its join watermark, as the partition does, in either order.
-    clock = [0.0]
-    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
-    p0, p1 = Partition(0), Partition(1)
-    written: list[Point] = []
-
-    def step(part: Partition, predictions: list[bytes], labels: list[bytes]) -> None:
-        clock[0] += 1.0
-        batch = part.messages("p", predictions) + part.messages("l", labels)
-        written.extend(feed_split(merger, part, batch))
+    two = TwoPartitions()
+    merger, p0, p1, step, written = two.merger, two.p0, two.p1, two.step, two.written
 
     p0_steps = [
         ([prediction(f"a{i}", i, 0.0) for i in range(3)], [label("a0", 30, 1)]),
