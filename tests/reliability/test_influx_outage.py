@@ -85,7 +85,7 @@ GIVE_UP_LINE = "writing points failed, they stay buffered"
 BACKPRESSURE_LINE = re.compile(r"back-pressure: (\d+) points wait for ")
 COUNTER_LINE = re.compile(
     r"sink \S+ bucket=\S+: points_written=(\d+), write_retries=(\d+), write_failures=(\d+), "
-    r"dropped_non_finite=\d+, dropped_empty_points=\d+, pending=(\d+), "
+    r"dropped_non_finite=\d+, dropped_empty_points=\d+, rejected_points=0, pending=(\d+), "
     r"windows held back (\d+) times"
 )
 
