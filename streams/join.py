@@ -227,6 +227,20 @@ _model_id_of = attrgetter("model_id")
 _prediction_id_of = attrgetter("prediction_id")
 
 
+def score_under(scores: Mapping[str, float], key: str, aliases: Sequence[str] = ()) -> float | None:
+    """The score under ``key``, else under the first of ``aliases`` present; None if none.
+
+    Examples
+    --------
+    >>> score_under({"false": 0.2, "true": 0.8}, "1", ("true", "True"))
+    0.8
+    """
+    score = scores.get(key)
+    if score is None:
+        score = next((scores[alias] for alias in aliases if alias in scores), None)
+    return score
+
+
 def duration_us(duration: timedelta) -> int:
     """A configured duration in integer microseconds, exactly (a timedelta counts them).
 
@@ -1671,11 +1685,7 @@ class JoinState:
             scores = event.scores
             kept = model.score_kept
             if kept is not None and scores is not None:
-                score = scores.get(kept)
-                if score is None:
-                    score = next(
-                        (scores[alias] for alias in model.score_aliases if alias in scores), None
-                    )
+                score = score_under(scores, kept, model.score_aliases)
                 scores = None if score is None else {kept: score}
             if repeats:
                 changed[key] = at

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import struct
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ import orjson
 from schemas import DeadLetter, InputLimits, LabelEvent, MonitorConfig, PredictionEvent
 from streams.decode import DecodedBatch, KafkaMessage, decode_labels, decode_predictions
 from streams.join import JoinedPair, JoinPolicy, JoinState, event_us
-from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput
+from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput, as_float
 
 CHECKPOINT_MAGIC = b"DLPC"
 """First bytes of a partition checkpoint (format 2 on)."""
@@ -84,15 +83,6 @@ class PartitionCheckpointError(ValueError):
 def _target(event: PredictionEvent | LabelEvent) -> object:
     """What a regression model's metrics read of an event: its prediction or its label."""
     return event.label if isinstance(event, LabelEvent) else event.prediction
-
-
-def _is_number(value: object) -> bool:
-    """Whether a value is a finite int or float (a bool is not one)."""
-    if type(value) is float:
-        return math.isfinite(value)
-    if type(value) is int:
-        return abs(value) <= sys.float_info.max
-    return False
 
 
 class PartitionProcessor:
@@ -161,7 +151,7 @@ class PartitionProcessor:
             if (
                 event.model_id in policies
                 and event.timestamp <= horizon
-                and (event.model_id not in regression or _is_number(_target(event)))
+                and (event.model_id not in regression or math.isfinite(as_float(_target(event))))
             ):
                 kept.append(event)
                 kept_offsets.append(offset)

@@ -41,7 +41,7 @@ from detectors.regression import RegressionStats
 from detectors.sketch import CategoricalSketch, NumericSketch
 from schemas import ModelConfig, MonitorConfig, PredictionEvent
 from schemas.outputs import ALL_SEGMENTS, segment_key
-from streams.join import JoinedPair, duration_us, event_us
+from streams.join import JoinedPair, duration_us, event_us, score_under
 
 MICROS = 1_000_000
 
@@ -113,10 +113,10 @@ def _numeric_column(values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
             pass
     # A string or another type where a number belongs: a schema violation of
     # that one value, counted as missing rather than failing the batch.
-    return np.asarray(list(map(_as_float, values)), dtype=np.float64)
+    return np.asarray(list(map(as_float, values)), dtype=np.float64)
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
     """A number as a float; NaN for anything else, and for integers beyond the floats."""
     if isinstance(value, float):
         return float(value)
@@ -126,16 +126,6 @@ def _as_float(value: Any) -> float:
         except OverflowError:
             return math.nan
     return math.nan
-
-
-def _score_of(scores: Mapping[str, float] | None, key: str, aliases: Sequence[str]) -> float:
-    """The score under ``key``, or else under the first alias present; NaN if none."""
-    if scores is None:
-        return math.nan
-    score = scores.get(key)
-    if score is None:
-        score = next((scores[alias] for alias in aliases if alias in scores), math.nan)
-    return score
 
 
 def _empty_sketch(profile: NumericProfile | CategoricalProfile) -> Sketch:
@@ -412,8 +402,11 @@ class PerformanceAccumulator:
         stats = self.stats
         if isinstance(stats, BinaryStats):
             positive, (key, *aliases) = model.positive, model.positive_score_keys
+            found = [
+                None if p.scores is None else score_under(p.scores, key, aliases) for p in pairs
+            ]
             scores = np.asarray(
-                [_score_of(pair.scores, key, aliases) for pair in pairs], dtype=np.float64
+                [math.nan if score is None else score for score in found], dtype=np.float64
             )
             stats.update(
                 positive_mask(labels, positive),
