@@ -119,8 +119,15 @@ def read_table(path: Path, role: str, text_columns: Collection[str] = ()) -> pa.
             return pa_parquet.read_table(path)
         return pa_json.read_json(path)
     except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompareError(f"could not read {role} file '{path}' as {kind}: {reason}") from None
+        raise CompareError(
+            f"could not read {role} file '{path}' as {kind}: {first_line(exc)}"
+        ) from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _read_csv(path: Path, kind: str, convert: pa_csv.ConvertOptions) -> pa.Table:

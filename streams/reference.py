@@ -29,7 +29,14 @@ from detectors.profile import (
 )
 from detectors.regression import RegressionStats
 from schemas import ModelConfig
-from streams.compare import CompareError, _categorical, _numeric, column_kind, read_table
+from streams.compare import (
+    CompareError,
+    _categorical,
+    _numeric,
+    column_kind,
+    first_line,
+    read_table,
+)
 
 
 class ReferenceBuildError(Exception):
@@ -51,8 +58,7 @@ def _reading(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except (pa.ArrowException, DetectorError, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReferenceBuildError(f"{what} of '{path}': {reason}") from None
+        raise ReferenceBuildError(f"{what} of '{path}': {first_line(exc)}") from None
 
 
 def _profile(column: pa.ChunkedArray, kind: str) -> Profile:
