@@ -33,6 +33,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from confluent_kafka.admin import AdminClient
 from faust.app.base import BootStrategy
 
@@ -203,6 +204,26 @@ class Outbox:
         self.alerts.extend(other.alerts)
         self.retrain_requests.extend(other.retrain_requests)
 
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.retrain_requests)
+
+    def to_json(self) -> dict[str, list[list[str]]]:
+        """The messages as text, for a checkpoint (keys and values are UTF-8 JSON)."""
+        return {
+            "alerts": [[key.decode(), value.decode()] for key, value in self.alerts],
+            "retrain_requests": [
+                [key.decode(), value.decode()] for key, value in self.retrain_requests
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, list[list[str]]]) -> Outbox:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            [(key.encode(), value.encode()) for key, value in document.get("alerts", [])],
+            [(key.encode(), value.encode()) for key, value in document.get("retrain_requests", [])],
+        )
+
 
 class Worker:
     """State of one worker process: processors per partition, the merger, the sink."""
@@ -229,6 +250,10 @@ class Worker:
             max_queued=settings.notify_max_queued,
         )
         self.loops: list[BatchConsumer] = []
+        # Alert and retrain-request messages of each partials partition that the
+        # broker has not acknowledged yet, oldest first: saved with the merger's
+        # checkpoint, sent again until delivered (the engines fire only once).
+        self.unpublished: dict[int, Outbox] = defaultdict(Outbox)
         # Points a merger released that the store has not confirmed, by partials
         # partition, numbered: saved with the merger's checkpoint so a crash
         # while the store is down loses none of them.
@@ -256,11 +281,16 @@ class Worker:
         """
         if topic in (self.settings.topic_predictions, self.settings.topic_labels):
             for partition in partitions:
-                self.processors.pop(partition, None)
+                processor = self.processors.pop(partition, None)
+                if processor is not None:  # its counters as this worker leaves it
+                    self._log_partition(partition, processor)
         elif topic == self.settings.topic_partials:
             for partition in partitions:
-                self.mergers.pop(partition, None)
+                merger = self.mergers.pop(partition, None)
+                if merger is not None:
+                    self._log_merger(partition, merger)
                 self.engines.pop(partition, None)
+                self.unpublished.pop(partition, None)  # in its checkpoint, for the next owner
                 # still in the sink's buffer, and in the partition's checkpoint
                 # for whoever takes it over: written twice at worst (idempotent)
                 self.unflushed.pop(partition, None)
@@ -276,6 +306,9 @@ class Worker:
                 document = orjson.loads(path.read_bytes())
                 merger.restore(document["merger"])
                 engine.restore(document["alerts"])
+                unpublished = Outbox.from_json(document.get("unpublished", {}))
+                if unpublished:
+                    self.unpublished[partition] = unpublished
                 lines = document.get("unflushed", [])
                 if lines:
                     self._add_points(partition, parse_line_protocol("\n".join(lines)))
@@ -410,6 +443,7 @@ class Worker:
             "merger": self.mergers[partition].snapshot(),
             "alerts": self.engines[partition].snapshot(),
             "unflushed": [line for _, line in self.unflushed.get(partition, [])],
+            "unpublished": self.unpublished.get(partition, Outbox()).to_json(),
         }
         write_atomically(self.checkpoints / f"merger-{partition}.json", orjson.dumps(document))
 
@@ -449,44 +483,61 @@ class Worker:
         else:
             log.warning("unknown partial kind %r from partition %d ignored", kind, source)
 
+    @staticmethod
+    def _log_partition(partition: int, processor: PartitionProcessor) -> None:
+        """The counter lines of one source partition."""
+        totals: dict[str, int] = {}
+        for counters in processor.join.counters().values():
+            for name, value in asdict(counters).items():
+                totals[name] = totals.get(name, 0) + value
+        log.info(
+            "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d; "
+            "predictions of forgotten windows: %d, dead letters of forgotten windows: %d",
+            partition,
+            ", ".join(f"{name}={value}" for name, value in totals.items()),
+            processor.unattributed_dead_letters,
+            processor.join.pending_count,
+            processor.join.orphan_count,
+            processor.windows.past_retention,
+            processor.windows.dead_letters_past_retention,
+        )
+        if processor.dead_letter_reasons:
+            log.info(
+                "partition %d dead letters by reason: %s",
+                partition,
+                ", ".join(
+                    f"{reason}={count}"
+                    for reason, count in processor.dead_letter_reasons.most_common()
+                ),
+            )
+
+    @staticmethod
+    def _log_merger(partition: int, merger: WindowMerger) -> None:
+        """The counter line of one partials partition's merger, when it has something to say."""
+        if (
+            merger.ignored_partials
+            or merger.dropped_windows
+            or merger.incomplete_drift
+            or merger.unconfigured_partials
+        ):
+            log.info(
+                "merger %d: partials of settled or forgotten windows ignored %d, "
+                "of windows outside line protocol's times dropped %d, of models not "
+                "configured dropped %d; windows without drift for want of a reference "
+                "profile on some partition %d",
+                partition,
+                merger.ignored_partials,
+                merger.dropped_windows,
+                merger.unconfigured_partials,
+                merger.incomplete_drift,
+            )
+
     def log_counters(self) -> None:
         """One line per owned partition with the join's counters (expiries included)."""
         for partition, processor in sorted(self.processors.items()):
-            totals: dict[str, int] = {}
-            for counters in processor.join.counters().values():
-                for name, value in asdict(counters).items():
-                    totals[name] = totals.get(name, 0) + value
-            log.info(
-                "partition %d join: %s; dead letters unattributed: %d; pending %d, orphans %d; "
-                "predictions of forgotten windows: %d, dead letters of forgotten windows: %d",
-                partition,
-                ", ".join(f"{name}={value}" for name, value in totals.items()),
-                processor.unattributed_dead_letters,
-                processor.join.pending_count,
-                processor.join.orphan_count,
-                processor.windows.past_retention,
-                processor.windows.dead_letters_past_retention,
-            )
-            if processor.dead_letter_reasons:
-                log.info(
-                    "partition %d dead letters by reason: %s",
-                    partition,
-                    ", ".join(
-                        f"{reason}={count}"
-                        for reason, count in processor.dead_letter_reasons.most_common()
-                    ),
-                )
+            self._log_partition(partition, processor)
         for partition, merger in sorted(self.mergers.items()):
-            if merger.ignored_partials or merger.dropped_windows or merger.incomplete_drift:
-                log.info(
-                    "merger %d: partials of settled or forgotten windows ignored %d, "
-                    "of windows outside line protocol's times dropped %d; windows without "
-                    "drift for want of a reference profile on some partition %d",
-                    partition,
-                    merger.ignored_partials,
-                    merger.dropped_windows,
-                    merger.incomplete_drift,
-                )
+            self._log_merger(partition, merger)
         for loop in self.loops:
             log.info(
                 "consumer %s: %d messages in %d batches",
@@ -540,11 +591,21 @@ class Worker:
         return bool(self._overflow) or self.sink.pending >= self.sink.max_buffered_points // 2
 
     def flush(self) -> None:
-        """Write the buffered points (blocking; the app runs it in a thread)."""
+        """Write the buffered points (blocking: the app runs :meth:`write` instead)."""
         written_up_to = self._added_up_to
         self.sink.flush()
+        self._written(written_up_to)
+
+    async def write(self) -> None:
+        """Write the buffered points from a thread; the event loop goes on meanwhile."""
+        written_up_to = self._added_up_to
+        await asyncio.to_thread(self.sink.flush)
+        self._written(written_up_to)  # in the loop: points added meanwhile stay tracked
+
+    def _written(self, up_to: int) -> None:
+        """Forget the copies kept for the checkpoints of points the store confirmed."""
         for partition, entries in list(self.unflushed.items()):
-            self.unflushed[partition] = [e for e in entries if e[0] > written_up_to]
+            self.unflushed[partition] = [e for e in entries if e[0] > up_to]
 
     def emit(self) -> Outbox:
         """Evaluate ready windows and run the alert rules; points go to the sink's buffer.
@@ -573,12 +634,11 @@ class Worker:
         for partition, merger in self.mergers.items():
             ready: list[Point] = merger.evaluate()
             engine = self.engines[partition]
+            fresh = Outbox()
             for observation in merger.drain_observations():
                 output = engine.observe(observation)
                 for event in output.alert_events:
-                    outbox.alerts.append(
-                        (event.alert_id.encode(), event.model_dump_json().encode())
-                    )
+                    fresh.alerts.append((event.alert_id.encode(), event.model_dump_json().encode()))
                     ready.append(
                         points.alerts(
                             model_id=event.model_id,
@@ -595,7 +655,7 @@ class Worker:
                     )
                     log.warning("alert %s %s: %s", event.state, event.rule, event.summary)
                 for request in output.retrain_requests:
-                    outbox.retrain_requests.append(
+                    fresh.retrain_requests.append(
                         (request.request_id.encode(), request.model_dump_json().encode())
                     )
                     log.warning(
@@ -607,7 +667,25 @@ class Worker:
                     )
                     self.notifier.submit(OutgoingNotification(message.channel, message.title, body))
             self._add_points(partition, ready)
+            if fresh:
+                self.unpublished[partition].extend(fresh)
+                outbox.extend(fresh)
         return outbox
+
+
+_REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+"""Producer errors that a retry of the same message meets again."""
+
+
+async def _sending(topic: Any, key: bytes | None, value: bytes) -> Awaitable[Any]:
+    """The delivery future of one message; a send that raises gives a failed future."""
+    try:
+        future: Awaitable[Any] = await topic.send(key=key, value=value)
+    except Exception as exc:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
+    return future
 
 
 class _InputHandler:
@@ -637,35 +715,38 @@ class _InputHandler:
 
     async def handle(self, messages: Sequence[KafkaMessage]) -> None:
         dead, outgoing = self.worker.ingest(messages)
+        # A send that raises (the producer's buffer full past its timeout, a
+        # message too large) counts as an undelivered output: the next
+        # checkpoint sees it and rewinds, as for a delivery that fails later.
         for letter in dead:
-            try:
-                self.sent_dead.append(await self.dead_letters.send(value=letter))
-            except Exception as exc:  # e.g. larger than the producer accepts
-                self.worker.dead_letters_unsent += 1
-                log.error("dead letter of %d bytes not published: %r", len(letter), exc)
+            self.sent_dead.append(await _sending(self.dead_letters, None, letter))
         for key, value in outgoing:
-            self.sent.append(await self.partials.send(key=key, value=value))
+            self.sent.append(await _sending(self.partials, key, value))
 
     async def checkpoint(self, partitions: set[Partition]) -> None:
         # Outputs of the batches first: a checkpoint never covers a partial
         # or a dead letter the broker has not acknowledged.
         await self.app.producer.flush()
         dead, self.sent_dead = self.sent_dead, []
+        failures: list[BaseException] = []
         for result in await asyncio.gather(*dead, return_exceptions=True):
-            if isinstance(result, BaseException):
-                # A dead letter the broker refuses (too large, say) would be
+            if isinstance(result, _REFUSED_FOR_GOOD):
+                # A dead letter the broker refuses as too large would be
                 # refused again on a replay: counted and logged, not retried.
                 self.worker.dead_letters_unsent += 1
                 log.error("dead letter not delivered: %r", result)
+            elif isinstance(result, BaseException):
+                failures.append(result)  # a timeout, a leader moving: retried by the rewind
         sent, self.sent = self.sent, []
-        failures = [
+        failures += [
             result
             for result in await asyncio.gather(*sent, return_exceptions=True)
             if isinstance(result, BaseException)
         ]
         if failures:
             raise OutputsLost(
-                f"{len(failures)} of {len(sent)} outputs were not delivered ({failures[0]!r})"
+                f"{len(failures)} of {len(sent) + len(dead)} outputs were not delivered "
+                f"({failures[0]!r})"
             )
         for number in sorted({number for _, number in partitions}):
             if number in self.worker.processors:
@@ -682,7 +763,7 @@ class _InputHandler:
 class _MergeHandler:
     """Drives the mergers and alert engines from the partials topic's consumer loop."""
 
-    def __init__(self, worker: Worker, publish: Callable[[Outbox], Awaitable[None]]) -> None:
+    def __init__(self, worker: Worker, publish: Callable[[], Awaitable[None]]) -> None:
         self.worker = worker
         self.publish = publish
 
@@ -692,8 +773,8 @@ class _MergeHandler:
         return {}
 
     async def handle(self, messages: Sequence[KafkaMessage]) -> None:
-        outbox = self.worker.merge([(m.partition, m.value or b"") for m in messages])
-        await self.publish(outbox)
+        self.worker.merge([(m.partition, m.value or b"") for m in messages])
+        await self.publish()
 
     async def checkpoint(self, partitions: set[Partition]) -> None:
         for _, number in sorted(partitions):
@@ -741,13 +822,47 @@ def build_app(
     alerts_topic = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
     retrain_topic = app.topic(settings.topic_retrain_requests, key_type=bytes, value_type=bytes)
 
-    async def publish(outbox: Outbox) -> None:
-        for key, value in outbox.alerts:
-            await alerts_topic.send(key=key, value=value)
-        for key, value in outbox.retrain_requests:
-            await retrain_topic.send(key=key, value=value)
-        if outbox.alerts or outbox.retrain_requests:
+    publishing = asyncio.Lock()
+
+    async def publish() -> None:
+        """Send what the engines produced and the broker has not acknowledged yet.
+
+        Delivered messages leave ``worker.unpublished``; from the first one
+        that failed on, a partition's messages stay and go again at the next
+        call (the one-second timer), in order, so a consumer may see a
+        message twice (ids are stable) but never miss one.
+        """
+        async with publishing:
+            rounds = []
+            for box in list(worker.unpublished.values()):
+                for messages, topic in (
+                    (box.alerts, alerts_topic),
+                    (box.retrain_requests, retrain_topic),
+                ):
+                    if messages:
+                        sending = list(messages)
+                        futures = [await _sending(topic, key, value) for key, value in sending]
+                        rounds.append((messages, sending, futures))
+            if not rounds:
+                return
             await app.producer.flush()
+            for messages, sending, futures in rounds:
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                delivered = next(
+                    (at for at, r in enumerate(results) if isinstance(r, BaseException)),
+                    len(results),
+                )
+                if messages[:delivered] == sending[:delivered]:
+                    del messages[:delivered]
+                if failed:
+                    log.error(
+                        "%d of %d alert or retrain messages not delivered, sent again in a "
+                        "second: %r",
+                        len(failed),
+                        len(sending),
+                        failed[0],
+                    )
 
     ingest_loop = BatchConsumer(
         settings,
@@ -775,8 +890,8 @@ def build_app(
         await merge_loop.run()
 
     async def tick() -> None:
-        outbox = worker.emit()
-        await publish(outbox)
+        worker.emit()
+        await publish()
         for partition in list(worker.mergers):
             worker.checkpoint_merger(partition)
 
@@ -790,7 +905,7 @@ def build_app(
             await worker.flush_wanted.wait()
             worker.flush_wanted.clear()
             try:
-                await asyncio.to_thread(worker.flush)
+                await worker.write()
             except SinkError as exc:
                 log.error("writing points failed, they stay buffered: %s", exc)
                 worker.flush_wanted.set()
@@ -802,16 +917,19 @@ def build_app(
         worker.log_counters()
 
     async def stop_loops(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Before faust flushes and stops its producer: the loops' last
-        # checkpoint delivers their outputs first.
-        await asyncio.gather(*(loop.stop() for loop in worker.loops))
+        # Before faust flushes and stops its producer, and while the partitions
+        # are still this worker's: alerts out, points written, mergers saved.
+        # Then the loops stop: their last checkpoints deliver their outputs
+        # first, and they let go of the partitions' state as they leave.
+        await publish()  # what is still undelivered stays in the mergers' checkpoints
         if worker.sink.last_failure is None:  # one more try, unless the store is known down
             try:
-                await asyncio.to_thread(worker.flush)
+                await worker.write()
             except SinkError as exc:
                 log.error("points not written at shutdown (kept in the checkpoints): %s", exc)
         for partition in list(worker.mergers):
             worker.checkpoint_merger(partition)
+        await asyncio.gather(*(loop.stop() for loop in worker.loops))
         abandoned = await worker.notifier.close(5.0)
         if abandoned:
             log.error("%d chat notifications not sent at shutdown", abandoned)

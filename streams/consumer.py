@@ -164,12 +164,23 @@ class BatchConsumer:
         """Checkpoint and commit partitions being taken away, then drop them."""
         async with self._lock:
             mine = partitions & self._owned
-            await self._checkpoint(mine)
-            self.handler.revoked(mine)
-            self._owned -= partitions
-            for partition in partitions:
-                self._positions.pop(partition, None)
-                self._dirty.discard(partition)
+            try:
+                await self._checkpoint(mine)
+            except Exception:
+                # The partitions go whatever happened: holding on to them would
+                # save their state over the new owner's.  They restart from
+                # their last good checkpoint, replaying what came after it.
+                log.exception(
+                    "group %s: checkpoint of revoked partitions failed; they resume from "
+                    "their previous checkpoint",
+                    self.loop_settings.group_id,
+                )
+            finally:
+                self.handler.revoked(mine)
+                self._owned -= partitions
+                for partition in partitions:
+                    self._positions.pop(partition, None)
+                    self._dirty.discard(partition)
         if partitions:
             log.info(
                 "group %s: revoked %s",
@@ -241,9 +252,15 @@ class BatchConsumer:
                 )
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` or cancellation; checkpoint on the way out."""
+        """Consume until :meth:`stop` or cancellation; checkpoint on the way out.
+
+        When a batch raises, the loop ends with the error and saves nothing:
+        the failed batch may be half applied and its outputs half sent, so
+        its partitions resume from their last checkpoint.
+        """
         consumer = self._consumer_factory(**self.consumer_options())
         self._consumer = consumer
+        failed = False
         try:
             consumer.subscribe(self.topics, listener=_Listener(self))
             await consumer.start()
@@ -271,10 +288,27 @@ class BatchConsumer:
                         next_checkpoint = (
                             time.monotonic() + self.loop_settings.checkpoint_interval_s
                         )
+        except Exception:
+            failed = True
+            raise
         finally:
             try:
-                await asyncio.shield(self.checkpoint_all())
+                if failed:
+                    log.error(
+                        "group %s: the consumer loop failed; %d partitions keep their last "
+                        "checkpoint",
+                        self.loop_settings.group_id,
+                        len(self._owned),
+                    )
+                else:
+                    await asyncio.shield(self.checkpoint_all())
             finally:
+                # Leaving the group: from here on another worker may own the
+                # partitions, so nothing of this one may save their state.
+                self.handler.revoked(set(self._owned))
+                self._owned.clear()
+                self._positions.clear()
+                self._dirty.clear()
                 await consumer.stop()
                 self._consumer = None
                 self._stopped.set()

@@ -157,7 +157,6 @@ class WindowMerger:
         # it too (the drift watermark runs ahead when labels lag).
         self._join_watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._heard: dict[int, float] = {}
-        self.results: list[DriftWindowResult] = []
         self._observations: list[WindowObservation] = []
         self._counts_seen: dict[WindowKey, float] = {}
         self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
@@ -170,11 +169,27 @@ class WindowMerger:
         """Partials dropped because their window starts outside line protocol's times."""
         self.incomplete_drift = 0
         """Windows whose drift was not computed: their sketches missed some predictions."""
+        self.unconfigured_partials = 0
+        """Partials of models no longer in the configuration, dropped."""
+        self._unconfigured_warned: set[str] = set()
         self._dropped_unreported = 0
         self._drop_warned_at: float | None = None
 
     def _keeps(self, key: WindowKey, what: str) -> bool:
         """Whether a partial of ``key`` can be kept; counts and warns about one that cannot."""
+        if self.config.model(key.model_id) is None:
+            # A model taken out of the configuration: its partials (in the
+            # topic, or in a checkpoint from before) have nowhere to go.
+            self.unconfigured_partials += 1
+            if key.model_id not in self._unconfigured_warned:
+                self._unconfigured_warned.add(key.model_id)
+                log.warning(
+                    "%s of model %r ignored: the model is not in the configuration (any more); "
+                    "its windows are dropped",
+                    what,
+                    key.model_id,
+                )
+            return False
         if points.carries_time_us(key.window_start_us):
             return True
         self.dropped_windows += 1
@@ -498,7 +513,6 @@ class WindowMerger:
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
             self._closed[key] = (result.predictions, frozenset(drift_slot.partials))
             self._record_counts(key)
-            self.results.append(result)
             output.extend(result.points)
         with_volume: set[WindowKey] = set()
         for key, slot in list(self._performance.items()):

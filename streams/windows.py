@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from operator import itemgetter
@@ -873,27 +873,43 @@ class PartitionWindows:
         }
 
     def restore(self, document: Mapping[str, Any]) -> None:
-        """Load what :meth:`snapshot` wrote."""
+        """Load what :meth:`snapshot` wrote.
+
+        Windows of a model no longer in the configuration are dropped, with a
+        warning: a retired model must not stop its partitions from starting.
+        """
+        dropped: set[str] = set()
+
+        def kept(items: Iterable[Sequence[Any]]) -> Iterator[tuple[WindowKey, Any]]:
+            for raw_key, value in items:
+                key = WindowKey.decode(raw_key)
+                if self.config.model(key.model_id) is None:
+                    dropped.add(key.model_id)
+                else:
+                    yield key, value
+
         self.watermark_us = document["watermark"]
         self.drift = {}
-        for raw_key, payload in document["drift"]:
-            key = WindowKey.decode(raw_key)
+        for key, payload in kept(document["drift"]):
             reference = self.reference(key.model_id, key.model_version)
             if reference is not None:
                 self.drift[key] = DriftAccumulator.from_bytes(payload.encode(), reference)
         self.predictions_by_window = defaultdict(
-            int, {WindowKey.decode(k): int(n) for k, n in document["counts"]}
+            int, {key: int(n) for key, n in kept(document["counts"])}
         )
         self.performance = {
-            WindowKey.decode(k): PerformanceAccumulator.from_bytes(
-                payload.encode(), self._model(WindowKey.decode(k).model_id)
-            )
-            for k, payload in document["perf"]
+            key: PerformanceAccumulator.from_bytes(payload.encode(), self._model(key.model_id))
+            for key, payload in kept(document["perf"])
         }
-        self.late = defaultdict(int, {WindowKey.decode(k): int(n) for k, n in document["late"]})
+        self.late = defaultdict(int, {key: int(n) for key, n in kept(document["late"])})
         self.dead_letters = defaultdict(
-            int, {WindowKey.decode(k): int(n) for k, n in document.get("dead", [])}
+            int, {key: int(n) for key, n in kept(document.get("dead", []))}
         )
+        if dropped:
+            log.warning(
+                "windows of model(s) %s dropped from the checkpoint: not in the configuration",
+                ", ".join(sorted(map(repr, dropped))),
+            )
         self.join_watermark_us = document.get("join_watermark")
         self.past_retention = int(document.get("past_retention", 0))
         self.dead_letters_past_retention = int(document.get("dead_letters_past_retention", 0))
