@@ -14,7 +14,8 @@ are then checked for the observation's model version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from alerts.state import AlertMachine, AlertStatus, WindowVerdict
 from alerts.volume import DEFAULT_MIN_WINDOWS, DEFAULT_SIZE, VolumeHistory
 from schemas.config import MonitorConfig
 from schemas.outputs import AlertEvent, RetrainRequest
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
 """Version of the :meth:`AlertEngine.snapshot` document."""
@@ -121,6 +124,8 @@ class AlertEngine:
         self._needs_volume = any(rule.kind == "volume_drop" for rule in config.rules)
         self._planner = RetrainPlanner(config.retrain)
         self._machines: dict[AlertKey, AlertMachine] = {}
+        self.rule_errors = 0
+        """Rule evaluations skipped because the window's value could not be read."""
 
     def observe(self, observation: WindowObservation) -> EngineOutput:
         """Evaluate every rule on one window; return the transitions it caused."""
@@ -138,9 +143,24 @@ class AlertEngine:
             )
         events: list[AlertEvent] = []
         for rule in self.config.rules:
-            outcomes = evaluate_rule(
-                rule, observation, model=model, volume_baseline=volume_baseline
-            )
+            try:
+                outcomes = evaluate_rule(
+                    rule, observation, model=model, volume_baseline=volume_baseline
+                )
+            except AlertError as exc:
+                # One rule that cannot read this window (a NaN value, say) must
+                # not cost the window every other rule's verdict.
+                self.rule_errors += 1
+                log.warning(
+                    "rule %r skipped on %s v%s %s at %s: %s",
+                    rule.name,
+                    observation.model_id,
+                    observation.model_version,
+                    observation.segment,
+                    observation.window_start.isoformat(),
+                    exc,
+                )
+                continue
             for outcome in outcomes:
                 machine = self._machines.get(outcome.key)
                 if machine is None:
@@ -161,6 +181,36 @@ class AlertEngine:
             if channel is not None:
                 messages.append(notification(event, channel, self.config.grafana_url))
         return EngineOutput(events, requests, messages)
+
+    def silences(self, observations: Sequence[WindowObservation]) -> list[WindowObservation]:
+        """Windows of zero predictions for segments missing from windows that closed together.
+
+        A segment that stops receiving traffic sends no window at all, so the
+        windows its model version closed at the same time stand in: every
+        segment with a volume history (above zero) that has none of them
+        gets an observation of 0 predictions, which ``volume_drop`` rules
+        read like any other.  Only with such rules configured.
+        """
+        if not self._needs_volume:
+            return []
+        closed = sorted(
+            {
+                (o.model_id, o.model_version, o.window_start, o.window_end)
+                for o in observations
+                if o.predictions is not None
+            }
+        )
+        seen = {
+            (o.model_id, o.model_version, o.segment, o.window_start)
+            for o in observations
+            if o.predictions is not None
+        }
+        return [
+            WindowObservation(model_id, version, segment, start, end, predictions=0)
+            for model_id, version, start, end in closed
+            for segment in self._volume.silent(model_id, version, start)
+            if (model_id, version, segment, start) not in seen
+        ]
 
     def firing(
         self, model_id: str | None = None, model_version: str | None = None

@@ -11,6 +11,7 @@ nor resolving; 0.1 or less resolves.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -163,6 +164,10 @@ class RuleOutcome:
         decided (a drift result's ``drifted``); ``resolve_threshold`` None
         means the breach threshold.
         """
+        if isinstance(value, float) and math.isinf(value):
+            # A statistic that overflowed (the squared errors of a diverging
+            # regression model): beyond every threshold, held as the largest float.
+            value = math.copysign(sys.float_info.max, value)
         value = _number("value", value)
         threshold = _number("threshold", threshold)
         resolve = (

@@ -118,6 +118,24 @@ class VolumeHistory:
             del entries[order.pop(0)]
         return baseline
 
+    def silent(self, model_id: str, model_version: str, window_start: datetime) -> list[str]:
+        """Segments of a model version with no window at ``window_start`` that usually have one.
+
+        A segment qualifies when its latest recorded window is earlier, it has
+        ``min_windows`` windows recorded and their median volume is above
+        zero (a segment long gone stops qualifying once its history is zeros).
+        """
+        segments = []
+        for (model, version, segment), order in self._order.items():
+            if model != model_id or version != model_version or not order:
+                continue
+            if order[-1] >= window_start or len(order) < self.min_windows:
+                continue
+            entries = self._series[(model, version, segment)]
+            if statistics.median(entries[start].predictions for start in order) > 0:
+                segments.append(segment)
+        return sorted(segments)
+
     def to_list(self) -> list[Any]:
         """JSON-ready form (see :meth:`from_list`)."""
         return [

@@ -91,7 +91,8 @@ class RegressionStats:
         batch = RegressionStats()
         batch.n = int(target.size)
         batch.sum_abs_error = float(error.sum())
-        batch.sum_squared_error = float(np.dot(error, error))
+        with np.errstate(over="ignore"):  # errors past 1e154: the sum is inf, and RMSE with it
+            batch.sum_squared_error = float(np.dot(error, error))
         batch.sum_abs_pct_error = float(np.sum(error[nonzero] / np.abs(target[nonzero])))
         batch.n_zero_target = int(target.size - np.count_nonzero(nonzero))
         if target.min() == target.max():

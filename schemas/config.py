@@ -413,7 +413,9 @@ class ResolveConfig(_Section):
     """When a firing alert resolves (hysteresis keeps a flapping value quiet)."""
 
     threshold: float | None = Field(
-        default=None, description="Resolve once the value is back past this (default: threshold)."
+        default=None,
+        allow_inf_nan=False,
+        description="Resolve once the value is back past this (default: threshold).",
     )
     for_windows: int = Field(default=1, ge=1, alias="for")
 
@@ -434,9 +436,12 @@ class RuleConfig(_Section):
     )
     select: SelectorConfig | None = None
     op: Comparison | None = None
-    threshold: float | None = None
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
     baseline_delta: float | None = Field(
-        default=None, ge=0, description="performance_drop: fire below baseline − delta."
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="performance_drop: fire below baseline − delta.",
     )
     min_features: int = Field(default=1, ge=1, description="dataset_drift: drifted features k.")
     min_coverage: float = Field(
@@ -447,6 +452,11 @@ class RuleConfig(_Section):
     severity: Severity = "warning"
     cooldown: Duration = Field(default=timedelta(hours=1))
     channel: str | None = None
+
+    @field_validator("cooldown")
+    @classmethod
+    def _check_cooldown(cls, value: timedelta) -> timedelta:
+        return _non_negative(value)
 
     @model_validator(mode="after")
     def _kind_needs(self) -> RuleConfig:
@@ -491,6 +501,11 @@ class RetrainPolicyConfig(_Section):
     rules: list[str] = Field(min_length=1, description="Rules whose firing alerts count.")
     min_alerts: int = Field(default=1, ge=1, description="Firing alerts needed at once.")
     cooldown: Duration = Field(default=timedelta(days=1))
+
+    @field_validator("cooldown")
+    @classmethod
+    def _check_cooldown(cls, value: timedelta) -> timedelta:
+        return _non_negative(value)
 
 
 class TopicsConfig(_Section):

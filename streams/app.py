@@ -635,7 +635,8 @@ class Worker:
             ready: list[Point] = merger.evaluate()
             engine = self.engines[partition]
             fresh = Outbox()
-            for observation in merger.drain_observations():
+            observations = merger.drain_observations()
+            for observation in [*observations, *engine.silences(observations)]:
                 output = engine.observe(observation)
                 for event in output.alert_events:
                     fresh.alerts.append((event.alert_id.encode(), event.model_dump_json().encode()))

@@ -6,7 +6,11 @@ that lets a worker restart in the middle of a scenario without a difference.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import math
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +28,7 @@ from alerts import (
 )
 from detectors.multiple_testing import dataset_drift
 from detectors.performance import PerformanceResult
+from detectors.regression import RegressionStats
 from detectors.result import DriftResult
 from schemas.config import MonitorConfig
 
@@ -189,6 +194,36 @@ def test_volume_drop_waits_for_history_then_compares_with_the_median() -> None:
     assert (resolved.value, resolved.threshold) == (950.0, 475.0)
     assert (again.value, again.threshold) == (300.0, 462.5)
     assert again.alert_id != fired.alert_id == resolved.alert_id
+
+
+def test_a_segment_that_goes_silent_fires_volume_drop_while_others_go_on() -> None:
+    engine = AlertEngine(config(), volume_history=4, volume_min_history=3)
+    fired: list[tuple[int, str, str]] = []
+    for hour in range(7):
+        segments = {"all": 2000, EU: 1000} if hour < 4 else {"all": 1000}  # eu stops at 4
+        closed = [drift(hour, segment, predictions=n) for segment, n in segments.items()]
+        silent = engine.silences(closed)
+        if hour >= 4:  # eu had a window every hour: it is missing now, read as 0
+            assert [(o.segment, o.predictions, o.window_start) for o in silent] == [
+                (EU, 0, T0 + hour * HOUR)
+            ]
+        else:
+            assert silent == []
+        for observation in [*closed, *silent]:
+            for event in engine.observe(observation).alert_events:
+                fired.append((hour, event.segment, event.state))
+    # eu: 0 < 0.5 x 1000 at 04:00; all: 1000 < 0.5 x 2000 is false (= 1000), no alert
+    assert fired == [(4, EU, "firing")]
+    # A segment whose history is zeros by now is no longer read as silent.
+    quiet = AlertEngine(config(), volume_history=3, volume_min_history=3)
+    for hour in range(3):
+        quiet.observe(drift(hour, EU, predictions=0))
+    assert quiet.silences([drift(3, "all", predictions=10)]) == []
+    # Without a volume_drop rule nothing is made up.
+    without = AlertEngine(config(rules=RULES[:3]), volume_history=4, volume_min_history=3)
+    for hour in range(4):
+        without.observe(drift(hour, EU, predictions=1000))
+    assert without.silences([drift(4, "all", predictions=1000)]) == []
 
 
 def test_volume_history_is_kept_per_segment_and_stable_under_replay() -> None:
@@ -378,6 +413,37 @@ def test_restore_keeps_known_rules_and_refuses_other_documents() -> None:
     with pytest.raises(AlertError, match="snapshot alerts must be a list"):
         fewer.restore({"format": 1, "alerts": {}, "volume": [], "retrain": {}})
     assert [status.key.rule for status in fewer.status()] == ["feature-drift"]  # unchanged
+
+
+def test_an_overflowed_error_fires_and_a_value_nan_skips_only_its_rule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rules = [
+        {"name": "rmse-high", "kind": "performance_drop", "metric": "rmse", "threshold": 10.0,
+         "min_coverage": 0.0},
+        {"name": "traffic-drop", "kind": "volume_drop", "threshold": 0.5},
+    ]  # fmt: skip
+    model = {**MODEL, "task": "regression", "performance": {"metrics": ["rmse", "mae"]}}
+    engine = AlertEngine(config(models=[model], rules=rules, retrain=[]), volume_min_history=1)
+    # A diverging model: its squared errors overflow a float, RMSE is inf.
+    stats = RegressionStats().update([1.0] * 5, [1e160] * 5)
+    results = stats.compute(["rmse", "mae"], min_labelled=1)
+    assert results["rmse"].value == math.inf
+    window = WindowObservation(
+        "churn", "3", EU, T0, T0 + HOUR, performance=results, coverage=1.0, predictions=5
+    )
+    [event] = engine.observe(window).alert_events
+    assert (event.rule, event.state, event.value) == ("rmse-high", "firing", sys.float_info.max)
+    # A NaN the rule cannot compare: that rule is skipped, the others still judge.
+    nan = {"rmse": dataclasses.replace(results["rmse"], value=math.nan)}
+    later = WindowObservation(
+        "churn", "3", EU, T0 + HOUR, T0 + 2 * HOUR, performance=nan, coverage=1.0, predictions=1
+    )
+    with caplog.at_level(logging.WARNING, logger="alerts.engine"):
+        output = engine.observe(later)
+    assert [(e.rule, e.state) for e in output.alert_events] == [("traffic-drop", "firing")]
+    assert engine.rule_errors == 1
+    assert "rule 'rmse-high' skipped on churn v3 region=eu" in caplog.text
 
 
 def test_a_rule_the_engine_cannot_judge_is_named() -> None:

@@ -169,6 +169,17 @@ def test_rule_references_are_checked() -> None:
             {"kind": "feature_drift", "for": 0},
             "rules[0].for: Input should be greater than or equal to 1",
         ),
+        ({"kind": "feature_drift", "threshold": float("nan")}, "rules[0].threshold: Input"),
+        ({"kind": "volume_drop", "threshold": float("inf")}, "rules[0].threshold: Input"),
+        (
+            {"kind": "feature_drift", "resolve": {"threshold": float("-inf")}},
+            "rules[0].resolve.threshold: Input should be a finite number",
+        ),
+        (
+            {"kind": "performance_drop", "metric": "accuracy", "baseline_delta": float("inf")},
+            "rules[0].baseline_delta: Input should be a finite number",
+        ),
+        ({"kind": "feature_drift", "cooldown": -3600}, "rules[0].cooldown: must not be negative"),
     ],
 )
 def test_rule_kinds_check_what_they_need(rule: dict[str, Any], expected: str) -> None:
@@ -177,6 +188,14 @@ def test_rule_kinds_check_what_they_need(rule: dict[str, Any], expected: str) ->
     (message,) = errors_of(document)
     assert message.startswith("rules[0]")
     assert expected in message
+
+
+def test_a_negative_retrain_cooldown_is_refused() -> None:
+    document = minimal()
+    document["rules"] = [{"name": "r", "kind": "feature_drift"}]
+    document["retrain"] = [{"name": "p", "rules": ["r"], "cooldown": -86400}]
+    (message,) = errors_of(document)
+    assert message.startswith("retrain[0].cooldown: must not be negative")
 
 
 def test_rule_for_alias_and_resolve() -> None:
