@@ -112,6 +112,13 @@ def _problem(rule: RuleConfig) -> str | None:
         return "op needs a threshold"
     op: Comparison | None = rule.op
     if kind in ("feature_drift", "prediction_drift") and rule.threshold is not None:
+        if op in ("<", "<="):
+            return (
+                f"op {op} would fire while the drift statistic stays small (no drift); "
+                "a drift rule's threshold is on the statistic, larger meaning more drift. "
+                "To fire on a small p-value, use a threshold rule with "
+                f"select: {{measurement: {kind}, field: p_value}}"
+            )
         op = op or ">="
     elif kind == "dataset_drift":
         if rule.threshold is not None:
@@ -128,6 +135,8 @@ def _problem(rule: RuleConfig) -> str | None:
         higher = rule.metric in HIGHER_IS_BETTER
         op = op or ("<" if higher else ">")
     elif kind == "data_quality":
+        if rule.threshold is not None and not 0 <= rule.threshold <= 1:
+            return f"threshold must be a rate in [0, 1] for {rule.metric} (got {rule.threshold})"
         op = op or ">"
     elif kind == "volume_drop":
         if op not in (None, "<", "<="):

@@ -374,6 +374,21 @@ class ChannelConfig(_Section):
         min_length=1, description="apprise URLs (Slack, Teams, Mattermost, email, …); secret."
     )
 
+    @field_validator("urls")
+    @classmethod
+    def _apprise_knows(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        import apprise  # noqa: PLC0415 (only configurations with channels need it)
+
+        for index, url in enumerate(urls):
+            text = url.get_secret_value()
+            if not apprise.Apprise().add(text):
+                scheme = text.partition("://")[0] if "://" in text else "(none)"
+                raise ValueError(
+                    f"urls[{index}] is not a URL apprise can send to (scheme {scheme!r}); "
+                    "see apprise's list of services"
+                )
+        return urls
+
 
 RuleKind = Literal[
     "feature_drift",
@@ -603,12 +618,52 @@ class MonitorConfig(_Section):
                     f"defined: {_names(tuple(self.channels)) or 'none'}"
                 )
             problems += _unknown(f"rules[{index}].models", rule.models, model_ids, "model")
+            problems += self._rule_fits_models(index, rule)
         for index, policy in enumerate(self.retrain):
             problems += _unknown(f"retrain[{index}].rules", policy.rules, rule_names, "rule")
             problems += _unknown(f"retrain[{index}].models", policy.models, model_ids, "model")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _rule_fits_models(self, index: int, rule: RuleConfig) -> list[str]:
+        """Problems of a rule that names a metric, feature or method no model it covers has.
+
+        Such a rule is valid on its own but can never fire; with several
+        models one of them having it is enough.
+        """
+        models = [m for m in self.models if not rule.models or m.id in rule.models]
+        if not models:
+            return []
+        problems = []
+        where = f"rules[{index}]"
+        if rule.kind == "performance_drop" and rule.metric is not None:
+            computed = sorted({metric for model in models for metric in model.metrics})
+            if rule.metric not in computed:
+                problems.append(
+                    f"{where}.metric: no model of the rule computes {rule.metric!r}; computed: "
+                    f"{', '.join(computed)} (add it to a model's performance.metrics)"
+                )
+        names = sorted({feature.name for model in models for feature in model.features})
+        problems += _unknown(f"{where}.features", rule.features, names, "feature")
+        if rule.kind in ("feature_drift", "prediction_drift") and rule.metric is not None:
+            methods = sorted(
+                {
+                    method
+                    for model in models
+                    for method in (
+                        *model.drift.numeric_methods,
+                        *model.drift.categorical_methods,
+                        *(m for feature in model.features for m in model.methods_for(feature)),
+                    )
+                }
+            )
+            if rule.metric not in methods:
+                problems.append(
+                    f"{where}.metric: no model of the rule runs drift method {rule.metric!r}; "
+                    f"running: {', '.join(methods)}"
+                )
+        return problems
 
     def model(self, model_id: str) -> ModelConfig | None:
         """The configuration of one model, or None when it is not monitored."""

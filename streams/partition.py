@@ -435,3 +435,10 @@ def write_atomically(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    # The rename itself is durable only once the directory is: without this a
+    # power cut could bring the old file back after the offsets were committed.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

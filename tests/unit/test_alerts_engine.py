@@ -446,6 +446,31 @@ def test_an_overflowed_error_fires_and_a_value_nan_skips_only_its_rule(
     assert "rule 'rmse-high' skipped on churn v3 region=eu" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (
+            {"kind": "feature_drift", "metric": "ks", "op": "<", "threshold": 0.01},
+            "op < would fire while the drift statistic stays small",
+        ),
+        (
+            {"kind": "data_quality", "metric": "missing_rate", "threshold": 1.5},
+            "threshold must be a rate in [0, 1] for missing_rate (got 1.5)",
+        ),
+        (
+            {"kind": "data_quality", "metric": "missing_rate", "threshold": -0.1},
+            "threshold must be a rate in [0, 1]",
+        ),
+    ],
+)
+def test_a_rule_that_would_fire_the_wrong_way_is_refused(
+    rule: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(AlertError, match=r"^rules\[0\] 'r': ") as refused:
+        AlertEngine(config(rules=[{"name": "r", **rule}], retrain=[]))
+    assert expected in str(refused.value)
+
+
 def test_a_rule_the_engine_cannot_judge_is_named() -> None:
     bad = [*RULES, {"name": "lag", "kind": "threshold", "op": ">", "threshold": 60,
                     "select": {"measurement": "label_lag", "field": "p95_s"}}]  # fmt: skip

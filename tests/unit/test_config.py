@@ -198,6 +198,58 @@ def test_a_negative_retrain_cooldown_is_refused() -> None:
     assert message.startswith("retrain[0].cooldown: must not be negative")
 
 
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (
+            {"kind": "performance_drop", "metric": "log_loss", "threshold": 0.5},
+            "rules[0].metric: no model of the rule computes 'log_loss'; computed: accuracy",
+        ),
+        (
+            {"kind": "performance_drop", "metric": "mae", "threshold": 0.5},
+            "no model of the rule computes 'mae'",
+        ),
+        ({"kind": "feature_drift", "features": ["tenur"]}, "rules[0].features[0]: unknown"),
+        (
+            {"kind": "feature_drift", "metric": "wasserstein", "threshold": 0.1},
+            "rules[0].metric: no model of the rule runs drift method 'wasserstein'; running: chi2",
+        ),
+    ],
+)
+def test_a_rule_no_model_can_feed_is_named(rule: dict[str, Any], expected: str) -> None:
+    document = minimal()
+    document["rules"] = [{"name": "r", **rule}]
+    (message,) = errors_of(document)
+    assert expected in message
+
+
+def test_a_rule_one_of_its_models_can_feed_is_accepted() -> None:
+    document = minimal()
+    document["models"].append(
+        {
+            "id": "price",
+            "task": "regression",
+            "reference": "refs/price.json",
+            "features": [{"name": "sqft", "kind": "numeric", "methods": ["wasserstein"]}],
+        }
+    )
+    document["rules"] = [
+        {"name": "mae", "kind": "performance_drop", "metric": "mae", "threshold": 5},
+        {"name": "w", "kind": "feature_drift", "metric": "wasserstein", "threshold": 1},
+        {"name": "f", "kind": "feature_drift", "features": ["sqft", "plan"]},
+    ]
+    assert len(parse_config(yaml.safe_dump(document), env={}).rules) == 3
+
+
+def test_a_channel_url_apprise_cannot_send_to_is_named_without_its_secret() -> None:
+    document = minimal()
+    document["channels"] = {"team": {"urls": ["json://127.0.0.1:9/ok", "slak://T0/B0/s3cret"]}}
+    (message,) = errors_of(document)
+    assert message.startswith("channels.team.urls: ")
+    assert "urls[1] is not a URL apprise can send to (scheme 'slak')" in message
+    assert "s3cret" not in message
+
+
 def test_rule_for_alias_and_resolve() -> None:
     document = minimal()
     document["rules"] = [
