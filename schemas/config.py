@@ -260,6 +260,17 @@ class PerformanceConfig(_Section):
         default_factory=dict,
         description="Metric to baseline value, overriding the reference profile's.",
     )
+    change_detector: Literal["adwin", "page_hinkley", "ddm", "eddm"] | None = Field(
+        default="adwin",
+        description=(
+            "river detector run over each window's joined errors in event-time order, "
+            "for change points inside the window; null turns it off."
+        ),
+    )
+    change_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description="Parameters of the change detector, by river's names (e.g. delta: 0.002).",
+    )
 
 
 class ModelConfig(_Section):
@@ -337,6 +348,22 @@ class ModelConfig(_Section):
             raise ValueError(f"positive_class only applies to binary models, not {self.task}")
         if self.task != "multiclass" and self.classes is not None:
             raise ValueError(f"classes only applies to multiclass models, not {self.task}")
+        detector = self.performance.change_detector
+        if detector is not None:
+            from detectors.change import ChangeDetector  # noqa: PLC0415 (a cycle at import)
+            from detectors.errors import DetectorError  # noqa: PLC0415
+
+            if detector in ("ddm", "eddm") and self.task == "regression":
+                raise ValueError(
+                    f"performance.change_detector: {detector} reads 0/1 mistakes; a regression "
+                    "model's errors are real values (use adwin or page_hinkley)"
+                )
+            try:
+                ChangeDetector(detector, **self.performance.change_params)
+            except DetectorError as exc:
+                raise ValueError(f"performance.change_params: {exc}") from None
+        elif self.performance.change_params:
+            raise ValueError("performance.change_params given without a change_detector")
         if self.performance.metrics is not None:
             valid = METRICS_BY_TASK[self.task]
             for metric in self.performance.metrics:

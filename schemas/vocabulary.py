@@ -88,6 +88,7 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
     ),
     "model_performance": ("value", "n_labelled", "coverage", "is_final"),
     "label_lag": ("p50_s", "p95_s", "coverage"),
+    "change_points": ("detections", "first_at_s", "n_labelled", "is_final"),
     "data_quality": DATA_QUALITY_FIELDS,
     "volume": ("predictions", "labels", "late_predictions", "dead_letters"),
     "alerts": ("value", "summary"),

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerts.observation import WindowObservation
+from detectors.change import TIMELINE_STEPS, scan_timeline
 from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
 from detectors.profile import ReferenceProfile
 from detectors.quality import DataQualityResult, data_quality
@@ -795,6 +796,28 @@ class WindowMerger:
                     value=result.value,
                     n_labelled=result.n_labelled,
                     coverage=coverage,
+                    is_final=final,
+                    window_start=start,
+                )
+            )
+        detector = model.performance.change_detector
+        if detector is not None and labelled:
+            scan = scan_timeline(
+                detector,
+                model.performance.change_params,
+                merged.timeline_counts,
+                merged.timeline_errors,
+            )
+            step_s = duration_us(model.window.size) / 1e6 / TIMELINE_STEPS
+            out.append(
+                points.change_points(
+                    model_id=key.model_id,
+                    model_version=key.model_version,
+                    segment=key.segment,
+                    detector=detector,
+                    detections=scan.detections,
+                    first_at_s=None if scan.first_step is None else (scan.first_step + 1) * step_s,
+                    n_labelled=labelled,
                     is_final=final,
                     window_start=start,
                 )

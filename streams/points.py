@@ -70,6 +70,7 @@ TAGS: Final[Mapping[str, tuple[str, ...]]] = {
     "prediction_drift": ("model_id", "model_version", "segment", "method"),
     "model_performance": ("model_id", "model_version", "segment", "metric"),
     "label_lag": ("model_id", "model_version"),
+    "change_points": ("model_id", "model_version", "segment", "detector"),
     "data_quality": ("model_id", "model_version", "feature"),
     "volume": ("model_id", "model_version", "segment"),
     "alerts": ("model_id", "model_version", "segment", "feature", "rule", "severity", "state"),
@@ -740,6 +741,47 @@ def model_performance(
         "is_final": _flag("is_final", is_final),
     }
     return _measurement_point("model_performance", tags, fields, window_start)
+
+
+def change_points(
+    *,
+    model_id: str,
+    model_version: str,
+    segment: str,
+    detector: str,
+    detections: Count,
+    first_at_s: Number | None,
+    n_labelled: Count,
+    is_final: Flag,
+    window_start: datetime | int,
+) -> Point:
+    """A ``change_points`` point: what a change detector found inside one window.
+
+    ``first_at_s`` is where in the window (seconds after its start, the end
+    of the slice) the detector first signalled; None (not written) when it
+    did not.  Re-emitted in place as labels join, like ``model_performance``.
+
+    Examples
+    --------
+    >>> print(change_points(
+    ...     model_id="churn", model_version="3", segment="all", detector="adwin", detections=2,
+    ...     first_at_s=1860.0, n_labelled=960, is_final=False, window_start=0,
+    ... ).to_line_protocol())
+    change_points,detector=adwin,model_id=churn,model_version=3,segment=all detections=2i,first_at_s=1860.0,n_labelled=960i,is_final=false 0
+    """  # noqa: E501
+    tags = [
+        _tag("model_id", model_id),
+        _tag("model_version", model_version),
+        _tag("segment", segment),
+        _tag("detector", detector),
+    ]
+    fields: dict[str, FieldValue | None] = {
+        "detections": _count("detections", detections),
+        "first_at_s": _optional_float("first_at_s", first_at_s),
+        "n_labelled": _count("n_labelled", n_labelled),
+        "is_final": _flag("is_final", is_final),
+    }
+    return _measurement_point("change_points", tags, fields, window_start)
 
 
 def label_lag(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,12 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from detectors.change import TIMELINE_STEPS
 from detectors.classification import BinaryStats, MulticlassStats, positive_mask
 from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from detectors.regression import RegressionStats
 from detectors.sketch import CategoricalSketch, NumericSketch
+from detectors.values import label_codes
 from schemas import ModelConfig, MonitorConfig, PredictionEvent
 from schemas.outputs import ALL_SEGMENTS, segment_key
 from streams.join import JoinedPair, duration_us, event_us, score_under
@@ -46,6 +49,7 @@ from streams.join import JoinedPair, duration_us, event_us, score_under
 MICROS = 1_000_000
 
 log = logging.getLogger(__name__)
+_MAX = sys.float_info.max
 
 LAG_EDGES_S: np.ndarray[Any, np.dtype[np.float64]] = np.concatenate(
     ([0.0], np.geomspace(0.01, 90 * 86_400.0, 400))
@@ -392,6 +396,14 @@ class PerformanceAccumulator:
     lag_counts: np.ndarray[Any, np.dtype[np.int64]] = field(
         default_factory=lambda: np.zeros(LAG_EDGES_S.size, dtype=np.int64)
     )
+    timeline_counts: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(TIMELINE_STEPS, dtype=np.int64)
+    )
+    """Joined predictions per slice of the window's event time (for change points)."""
+    timeline_errors: np.ndarray[Any, np.dtype[np.float64]] = field(
+        default_factory=lambda: np.zeros(TIMELINE_STEPS, dtype=np.float64)
+    )
+    """Their errors summed per slice: mistakes (0/1), or absolute errors for regression."""
 
     def add_pairs(self, model: ModelConfig, pairs: Sequence[JoinedPair]) -> None:
         """Add joined (prediction, label) pairs of this window."""
@@ -400,6 +412,8 @@ class PerformanceAccumulator:
         labels = [pair.label for pair in pairs]
         predicted = [pair.prediction for pair in pairs]
         stats = self.stats
+        kept: NDArray[np.bool_] | None = None  # the pairs the metrics count (None: all)
+        errors: NDArray[np.float64]
         if isinstance(stats, BinaryStats):
             positive, (key, *aliases) = model.positive, model.positive_score_keys
             found = [
@@ -408,13 +422,18 @@ class PerformanceAccumulator:
             scores = np.asarray(
                 [math.nan if score is None else score for score in found], dtype=np.float64
             )
-            stats.update(
-                positive_mask(labels, positive),
-                positive_mask(predicted, positive),
-                scores if np.isfinite(scores).any() else None,
-            )
+            truth_mask = positive_mask(labels, positive)
+            predicted_mask = positive_mask(predicted, positive)
+            stats.update(truth_mask, predicted_mask, scores if np.isfinite(scores).any() else None)
+            errors = (truth_mask != predicted_mask).astype(np.float64)
         elif isinstance(stats, MulticlassStats):
             _update_multiclass(stats, pairs, labels, predicted)
+            true_keys, true_codes = label_codes(labels, "labels")
+            pred_keys, pred_codes = label_codes(predicted, "predictions")
+            errors = (
+                np.asarray(true_keys, dtype=object)[true_codes]
+                != np.asarray(pred_keys, dtype=object)[pred_codes]
+            ).astype(np.float64)
         else:
             truth, guess = _numeric_column(labels), _numeric_column(predicted)
             numbers = np.isfinite(truth) & np.isfinite(guess)
@@ -429,10 +448,33 @@ class PerformanceAccumulator:
                     model.id,
                 )
                 truth, guess = truth[numbers], guess[numbers]
+                kept = numbers
             stats.update(truth, guess)
+            errors = np.abs(truth - guess)
+        self._add_timeline(model, pairs, errors, kept)
         lags = np.asarray([pair.label_lag_s for pair in pairs], dtype=np.float64)
         slots = np.clip(np.searchsorted(LAG_EDGES_S, lags, side="right") - 1, 0, None)
         self.lag_counts += np.bincount(slots, minlength=LAG_EDGES_S.size)
+
+    def _add_timeline(
+        self,
+        model: ModelConfig,
+        pairs: Sequence[JoinedPair],
+        errors: NDArray[np.float64],
+        kept: NDArray[np.bool_] | None,
+    ) -> None:
+        size_us = duration_us(model.window.size)
+        offsets = np.fromiter(
+            (pair.prediction_time_us - pair.window_start_us for pair in pairs),
+            np.int64,
+            len(pairs),
+        )
+        if kept is not None:
+            offsets = offsets[kept]
+        steps = np.clip(offsets * TIMELINE_STEPS // size_us, 0, TIMELINE_STEPS - 1)
+        with np.errstate(over="ignore"):  # errors past 1e308 sum to inf, as RMSE's do
+            self.timeline_errors += np.bincount(steps, errors, TIMELINE_STEPS)
+        self.timeline_counts += np.bincount(steps, minlength=TIMELINE_STEPS)
 
     @property
     def n_labelled(self) -> int:
@@ -455,6 +497,8 @@ class PerformanceAccumulator:
             self.stats.merge(other.stats),  # type: ignore[arg-type]
             self.predictions + other.predictions,
             self.lag_counts + other.lag_counts,
+            self.timeline_counts + other.timeline_counts,
+            self.timeline_errors + other.timeline_errors,
         )
 
     def to_bytes(self) -> bytes:
@@ -465,6 +509,15 @@ class PerformanceAccumulator:
                 "s": self.stats.to_bytes().hex(),
                 "n": self.predictions,
                 "l": [[int(i), int(self.lag_counts[i])] for i in nonzero],
+                "t": [
+                    # an overflowed sum (inf) as the largest float: JSON has no inf
+                    [
+                        int(i),
+                        int(self.timeline_counts[i]),
+                        min(float(self.timeline_errors[i]), _MAX),
+                    ]
+                    for i in np.flatnonzero(self.timeline_counts)
+                ],
             }
         )
 
@@ -475,7 +528,17 @@ class PerformanceAccumulator:
         lags = np.zeros(LAG_EDGES_S.size, dtype=np.int64)
         for index, count in document["l"]:
             lags[index] = count
-        return cls(stats_from_bytes(model, bytes.fromhex(document["s"])), int(document["n"]), lags)
+        counts = np.zeros(TIMELINE_STEPS, dtype=np.int64)
+        errors = np.zeros(TIMELINE_STEPS, dtype=np.float64)
+        for index, count, error in document.get("t", []):  # none from an older worker
+            counts[index], errors[index] = count, error
+        return cls(
+            stats_from_bytes(model, bytes.fromhex(document["s"])),
+            int(document["n"]),
+            lags,
+            counts,
+            errors,
+        )
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,16 @@ def written_points() -> list[Point]:
             window_start=W0,
         ),
         pts.label_lag(**model, p50_s=3600.0, p95_s=86_400.0, coverage=0.4, window_start=W0),
+        pts.change_points(
+            **model,
+            segment="all",
+            detector="adwin",
+            detections=1,
+            first_at_s=1860.0,
+            n_labelled=900,
+            is_final=False,
+            window_start=W0,
+        ),
         # Two data-quality points: the numeric and the categorical rate.
         pts.data_quality(
             **model,

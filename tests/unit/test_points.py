@@ -465,6 +465,16 @@ def _every_measurement() -> dict[str, Point]:
             window_start=0,
         ),
         "label_lag": pts.label_lag(**common, p50_s=1.0, p95_s=2.0, coverage=0.1, window_start=0),
+        "change_points": pts.change_points(
+            **common,
+            segment="all",
+            detector="adwin",
+            detections=1,
+            first_at_s=60.0,
+            n_labelled=10,
+            is_final=False,
+            window_start=0,
+        ),
         "data_quality": pts.data_quality(
             **common,
             feature="f",
@@ -504,6 +514,8 @@ def test_constructors_follow_the_design_layout() -> None:
         "prediction_drift": {"model_id", "model_version", "segment", "method"},
         "model_performance": {"model_id", "model_version", "segment", "metric"},
         "label_lag": {"model_id", "model_version"},
+        # change_points is not in DESIGN's layout: its tags follow model_performance's.
+        "change_points": {"model_id", "model_version", "segment", "detector"},
         "data_quality": {"model_id", "model_version", "feature"},
         "volume": {"model_id", "model_version", "segment"},
         # alerts extends DESIGN's tags with version, segment and feature: with only
@@ -525,7 +537,7 @@ def test_field_types_are_fixed_per_field() -> None:
         (name, key): type(value) for name, p in built.items() for key, value in p.fields.items()
     }
     ints = {"n_current", "n_reference", "n_labelled", "predictions", "labels"}
-    ints |= {"late_predictions", "dead_letters"}
+    ints |= {"late_predictions", "dead_letters", "detections"}
     for (_, key), kind in types.items():
         expected = (
             int
