@@ -121,12 +121,16 @@ def apprise_send(url: str, title: str, body: str) -> bool:
 class Notifier:
     """Bounded, retrying, non-blocking notification sender.
 
+    Each channel has its own queue and sender, so a channel whose receiver is
+    down (its messages waiting out their retries) never holds back another's.
+
     Parameters
     ----------
     channels
         Channel name to its apprise URLs.
     max_queued
-        Notifications kept waiting at most; beyond that the oldest is dropped.
+        Notifications kept waiting at most per channel; beyond that the
+        channel's oldest is dropped.
     attempts
         Tries per URL (first try included).
     base_delay_s, max_delay_s
@@ -144,10 +148,11 @@ class Notifier:
     stats: NotifierStats = field(default_factory=NotifierStats)
     drop_warning_interval_s: float = 60.0
     clock: Callable[[], float] = time.monotonic
-    _queue: deque[OutgoingNotification] = field(default_factory=deque)
+    _queues: dict[str, deque[OutgoingNotification]] = field(default_factory=dict)
     _wakeup: asyncio.Event | None = None
     _in_flight: int = 0
     _task: asyncio.Task[None] | None = None
+    _senders: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _closing: bool = False
     _drops_unreported: int = 0
     _drop_warned_at: float | None = None
@@ -161,8 +166,9 @@ class Notifier:
             log.error("notification for unknown channel %r dropped", notification.channel)
             self.stats.dropped += 1
             return
-        if len(self._queue) >= self.max_queued:
-            dropped = self._queue.popleft()
+        queue = self._queues.setdefault(notification.channel, deque())
+        if len(queue) >= self.max_queued:
+            dropped = queue.popleft()
             self.stats.dropped += 1
             self._drops_unreported += 1
             now = self.clock()
@@ -180,14 +186,14 @@ class Notifier:
                 )
                 self._drops_unreported = 0
                 self._drop_warned_at = now
-        self._queue.append(notification)
+        queue.append(notification)
         if self._wakeup is not None:
             self._wakeup.set()
 
     @property
     def queued(self) -> int:
-        """Notifications waiting to be sent."""
-        return len(self._queue)
+        """Notifications waiting to be sent, over all channels."""
+        return sum(map(len, self._queues.values()))
 
     @property
     def in_flight(self) -> int:
@@ -202,9 +208,10 @@ class Notifier:
         is then in exactly one of ``sent``, ``failed``, ``dropped`` or
         ``abandoned`` (one URL per channel; each URL counts on its own).
         """
-        count = len(self._queue)
+        count = self.queued
         self.stats.abandoned += count
-        self._queue.clear()
+        for queue in self._queues.values():
+            queue.clear()
         return count
 
     async def _deliver(self, notification: OutgoingNotification) -> None:
@@ -252,17 +259,45 @@ class Notifier:
                 )
                 await asyncio.sleep(delay)
 
+    async def _send_channel(self, channel: str) -> None:
+        queue = self._queues[channel]
+        while queue:
+            await self._deliver(queue.popleft())
+
     async def run(self) -> None:
-        """Send queued notifications until cancelled, or :meth:`close` says to stop."""
+        """Send queued notifications until cancelled, or :meth:`close` says to stop.
+
+        One sender task per channel with something queued; this task starts
+        them as notifications come and waits for them when closing.
+        """
         self._task = asyncio.current_task()
         self._wakeup = asyncio.Event()
-        while True:
-            while self._queue:
-                await self._deliver(self._queue.popleft())
-            if self._closing:
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        senders = self._senders
+        try:
+            while True:
+                for channel, queue in self._queues.items():
+                    running = senders.get(channel)
+                    if queue and (running is None or running.done()):
+                        senders[channel] = asyncio.create_task(self._send_channel(channel))
+                if self._closing:
+                    await asyncio.gather(*senders.values())
+                    if not self.queued:
+                        return
+                    continue
+                self._wakeup.clear()
+                # woken by a submission, or by a sender finishing (its queue may
+                # have filled again since it last looked)
+                waiting = asyncio.create_task(self._wakeup.wait())
+                await asyncio.wait(
+                    [waiting, *(t for t in senders.values() if not t.done())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waiting.cancel()
+        finally:
+            for sender in senders.values():
+                sender.cancel()
+            await asyncio.gather(*senders.values(), return_exceptions=True)
+            senders.clear()
 
     async def close(self, timeout_s: float) -> int:
         """Send what is queued within ``timeout_s``; count the rest as abandoned.
@@ -289,7 +324,6 @@ class Notifier:
         """Send what is queued now (used at shutdown and in tests)."""
 
         async def all_of_them() -> None:
-            while self._queue:
-                await self._deliver(self._queue.popleft())
+            await asyncio.gather(*(self._send_channel(channel) for channel in list(self._queues)))
 
         await asyncio.wait_for(all_of_them(), timeout_s)

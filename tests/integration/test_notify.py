@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from pydantic import SecretStr
@@ -130,3 +131,37 @@ def test_notifications_cut_off_at_shutdown_are_counted_as_abandoned() -> None:
     assert (stats.sent, stats.failed, stats.dropped, stats.abandoned, sender.queued) == (
         0, 0, 0, 3, 0,
     )  # fmt: skip
+
+
+def test_a_dead_channel_does_not_hold_back_another(chat_receiver: ChatReceiver) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    sender = Notifier(
+        {
+            "team": [SecretStr(f"json://{dead}/hook")],
+            "pager": [SecretStr(f"json://{chat_receiver.url_base}/hook/pager")],
+        },
+        attempts=4,
+        base_delay_s=1.0,  # each of team's messages waits out 1 + 2 + 4 s of retries
+    )
+
+    async def scenario() -> tuple[float, int]:
+        task = asyncio.create_task(sender.run())
+        for index in range(5):
+            sender.submit(OutgoingNotification("team", f"warning {index}", "body"))
+        await asyncio.sleep(0.2)  # team's first message is in its retries by now
+        began = time.monotonic()
+        sender.submit(OutgoingNotification("pager", "critical", "body"))
+        while not chat_receiver.requests:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - began
+        waiting = sender.queued + sender.in_flight
+        await sender.close(0.5)
+        assert task.done()
+        return took, waiting
+
+    took, waiting = asyncio.run(scenario())
+    assert took < 3.0  # behind team's five it would wait at least 35 s
+    assert waiting == 5  # team's are still queued or being retried
+    assert [request.json["title"] for request in chat_receiver.requests] == ["critical"]
+    assert sender.stats.sent == 1
+    assert sender.stats.abandoned == 5
