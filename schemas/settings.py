@@ -95,8 +95,8 @@ class DriftlineSettings(BaseSettings):
         default=1000,
         ge=1,
         description=(
-            "Most chat notifications waiting to be sent; beyond that the oldest is dropped "
-            "and counted."
+            "Most chat notifications waiting to be sent, per channel (each channel has its "
+            "own sender); beyond that the channel's oldest is dropped and counted."
         ),
     )
 
