@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient
 from faust.app.base import BootStrategy
 
 from alerts.engine import AlertEngine
+from alerts.observation import WindowObservation
 from detectors.profile import ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams import points
@@ -612,66 +613,73 @@ class Worker:
 
         Returns the alert and retrain-request messages to publish; chat
         notifications go to the notifier's queue. While the sink's buffer is
-        past its high-water mark (the store is down or slow) nothing is
-        evaluated: the windows wait in the mergers, which keeps memory
-        bounded and loses nothing.
+        past its high-water mark (the store is down or slow) the windows wait
+        in the mergers, which keeps memory bounded and loses nothing; the
+        alert rules still judge them as they become ready (their points
+        follow once the store takes points again), so alerts go out while
+        the store is down.
         """
         outbox = Outbox()
         self.offer()
-        if self.backpressure():
+        held = self.backpressure()
+        if held:
             self.held_back += 1
             now = time.monotonic()
             if now - self._held_logged >= 10:
                 self._held_logged = now
                 log.warning(
                     "back-pressure: %d points wait for %s (%s); windows are held until it "
-                    "accepts them",
+                    "accepts them (their alerts are not)",
                     self.sink.pending + len(self._overflow),
                     self.sink.target,
                     self.sink.last_failure or "slow",
                 )
-            return outbox
         for partition, merger in self.mergers.items():
-            ready: list[Point] = merger.evaluate()
-            engine = self.engines[partition]
-            fresh = Outbox()
-            observations = merger.drain_observations()
-            for observation in [*observations, *engine.silences(observations)]:
-                output = engine.observe(observation)
-                for event in output.alert_events:
-                    fresh.alerts.append((event.alert_id.encode(), event.model_dump_json().encode()))
-                    ready.append(
-                        points.alerts(
-                            model_id=event.model_id,
-                            model_version=event.model_version,
-                            segment=event.segment,
-                            feature=event.feature,
-                            rule=event.rule,
-                            severity=event.severity,
-                            state=event.state,
-                            value=event.value,
-                            summary=event.summary,
-                            time=event.window_end,
-                        )
-                    )
-                    log.warning("alert %s %s: %s", event.state, event.rule, event.summary)
-                for request in output.retrain_requests:
-                    fresh.retrain_requests.append(
-                        (request.request_id.encode(), request.model_dump_json().encode())
-                    )
-                    log.warning(
-                        "retrain requested for %s v%s", request.model_id, request.model_version
-                    )
-                for message in output.notifications:
-                    body = (
-                        message.body if message.link is None else f"{message.body}\n{message.link}"
-                    )
-                    self.notifier.submit(OutgoingNotification(message.channel, message.title, body))
+            if held:
+                merger.observe_held()
+                ready: list[Point] = []
+            else:
+                ready = merger.evaluate()
+            fresh = self._judge(self.engines[partition], merger.drain_observations(), ready)
             self._add_points(partition, ready)
             if fresh:
                 self.unpublished[partition].extend(fresh)
                 outbox.extend(fresh)
         return outbox
+
+    def _judge(
+        self, engine: AlertEngine, observations: list[WindowObservation], ready: list[Point]
+    ) -> Outbox:
+        """Run the alert rules on windows; alert points join ``ready``, chat the notifier."""
+        fresh = Outbox()
+        for observation in [*observations, *engine.silences(observations)]:
+            output = engine.observe(observation)
+            for event in output.alert_events:
+                fresh.alerts.append((event.alert_id.encode(), event.model_dump_json().encode()))
+                ready.append(
+                    points.alerts(
+                        model_id=event.model_id,
+                        model_version=event.model_version,
+                        segment=event.segment,
+                        feature=event.feature,
+                        rule=event.rule,
+                        severity=event.severity,
+                        state=event.state,
+                        value=event.value,
+                        summary=event.summary,
+                        time=event.window_end,
+                    )
+                )
+                log.warning("alert %s %s: %s", event.state, event.rule, event.summary)
+            for request in output.retrain_requests:
+                fresh.retrain_requests.append(
+                    (request.request_id.encode(), request.model_dump_json().encode())
+                )
+                log.warning("retrain requested for %s v%s", request.model_id, request.model_version)
+            for message in output.notifications:
+                body = message.body if message.link is None else f"{message.body}\n{message.link}"
+                self.notifier.submit(OutgoingNotification(message.channel, message.title, body))
+        return fresh
 
 
 _REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)

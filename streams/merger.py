@@ -170,6 +170,9 @@ class WindowMerger:
         """Partials dropped because their window starts outside line protocol's times."""
         self.incomplete_drift = 0
         """Windows whose drift was not computed: their sketches missed some predictions."""
+        self._observed_early: dict[WindowKey, int] = {}
+        """Windows the alert rules judged while their points were held back
+        (:meth:`observe_held`); for performance, with how many labels."""
         self.unconfigured_partials = 0
         """Partials of models no longer in the configuration, dropped."""
         self._unconfigured_warned: set[str] = set()
@@ -504,12 +507,41 @@ class WindowMerger:
             return False
         return True
 
+    def observe_held(self) -> None:
+        """Observations of ready windows for the alert rules, keeping the windows held.
+
+        While the sink holds points back, :meth:`evaluate` is not called and
+        the windows wait here; this lets the rules judge them meanwhile.  Each
+        drift window is observed once, a performance window again when more
+        labels joined.  :meth:`evaluate` observes them again later with their
+        points; the alert engine judges a window it has seen only once.
+        """
+        now = self.clock()
+        for key in sorted(self._drift):
+            slot = self._drift[key]
+            if key in self._observed_early or not self._ready(key, slot, now):
+                continue
+            counted = self.incomplete_drift
+            self._evaluate_drift(key, list(slot.partials.values()))
+            self.incomplete_drift = counted  # counted once, when the window is evaluated
+            self._observed_early[key] = -1
+        for key in sorted(self._performance):
+            perf_slot = self._performance[key]
+            if not perf_slot.pending:
+                continue
+            model = self._model(key.model_id)
+            labelled = self._merged_performance(model, perf_slot).n_labelled
+            if self._observed_early.get(key) != labelled:
+                self._evaluate_performance(model, key, perf_slot, final=False)
+                self._observed_early[key] = labelled
+
     def evaluate(self) -> list[Point]:
         """Points of every window that became ready since the last call."""
         now = self.clock()
         output: list[Point] = []
         ready = [key for key, slot in self._drift.items() if self._ready(key, slot, now)]
         for key in sorted(ready):
+            self._observed_early.pop(key, None)
             drift_slot = self._drift.pop(key)
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
             self._closed[key] = (result.predictions, frozenset(drift_slot.partials))
@@ -532,6 +564,7 @@ class WindowMerger:
             if final:
                 self._settled[key] = self._merged_performance(model, slot).n_labelled
                 self._performance.pop(key)
+                self._observed_early.pop(key, None)
         output.extend(self._evaluate_counts_only(now, with_volume))
         if now - self._forgot_at >= FORGET_INTERVAL_S:
             self._forgot_at = now

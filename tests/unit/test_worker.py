@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas import DriftlineSettings
+from alerts.engine import AlertEngine
+from schemas import DriftlineSettings, MonitorConfig
 from streams.app import Worker
 from streams.decode import RawMessage
 from streams.points import parse_line_protocol
@@ -151,6 +152,35 @@ def test_a_full_sink_holds_windows_back_instead_of_failing(tmp_path: Path) -> No
     worker.flush()
     lines = (tmp_path / "later.lp").read_text()
     assert any(p.measurement == "volume" for p in parse_line_protocol(lines))
+
+
+def test_alerts_go_out_while_the_store_is_down_and_not_again_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    worker = _store_down_worker(tmp_path, max_buffered_points=8)
+    document = CONFIG.model_dump(mode="json", exclude_unset=True)
+    document["rules"] = [  # the KS statistic is never below 0: fires on every window
+        {"name": "any-ks", "kind": "feature_drift", "metric": "ks", "op": ">=", "threshold": 0}
+    ]
+    worker.config = MonitorConfig.model_validate(document)
+    worker.sink.add(parse_line_protocol("x,model_id=m f=1 1\nx,model_id=m f=2 2\nx f=3 3\nx f=4 4"))
+    _, partials = worker.ingest(_closing_batch())
+    worker.merger(0)
+    worker.engines[0] = AlertEngine(worker.config)
+    outbox = worker.merge([(0, value) for _, value in partials])
+    assert worker.held_back == 1
+    # The window is held (no drift or volume point), its alerts are not.
+    fired = sorted(orjson.loads(value)["segment"] for _, value in outbox.alerts)
+    assert fired == ["all", "region=eu"]
+    assert worker.sink.pending == 4 + 2  # the two alert points
+    assert worker.emit().alerts == []  # judged once while held
+    # The store is back: the window's points come out, and no alert a second time.
+    worker.sink = FileSink(tmp_path / "later.lp")
+    assert worker.emit().alerts == []
+    worker.flush()
+    lines = parse_line_protocol((tmp_path / "later.lp").read_text())
+    # (the alert points went to the first sink's buffer, with the store down)
+    assert {p.measurement for p in lines} >= {"feature_drift", "volume"}
 
 
 def test_a_refused_message_with_a_lone_surrogate_and_nan_does_not_stop_the_batch(
