@@ -88,7 +88,7 @@ class DriftlineSettings(BaseSettings):
         ge=1,
         description=(
             "Most points a worker keeps waiting while the store does not take them; from "
-            "half of it on, windows are held back in the mergers."
+            "half of it on, windows are held back in the mergers (their alerts are not)."
         ),
     )
     notify_max_queued: int = Field(
