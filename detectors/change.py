@@ -37,9 +37,9 @@ from river.drift import binary
 from detectors.errors import DetectorError, check_float, check_int
 
 
-def _probability(low_open: bool = True) -> Callable[[str, object], float]:
+def _probability(low_open: bool = True, high_open: bool = True) -> Callable[[str, object], float]:
     def check(name: str, value: object) -> float:
-        return check_float(name, value, 0.0, 1.0, low_open=low_open, high_open=True)
+        return check_float(name, value, 0.0, 1.0, low_open=low_open, high_open=high_open)
 
     return check
 
@@ -95,7 +95,7 @@ _SPECS: Mapping[str, _Spec] = {
             "min_instances": _positive_int(),
             "delta": _non_negative,
             "threshold": _positive,
-            "alpha": _probability(),
+            "alpha": _probability(high_open=False),  # 1: no forgetting, river's default
             "mode": _mode,
         },
     ),
@@ -124,6 +124,9 @@ _SPECS: Mapping[str, _Spec] = {
         {"warm_start": _positive_int(), "alpha": _probability(), "beta": _probability()},
     ),
 }
+
+KSWIN_SEED = 42
+"""KSWIN's seed unless one is given."""
 
 CHANGE_DETECTORS: tuple[str, ...] = tuple(_SPECS)
 """Names accepted by :class:`ChangeDetector`."""
@@ -166,6 +169,9 @@ class ChangeDetector:
                 )
             checked[name] = check(name, value)
         if method == "kswin":
+            # KSWIN samples its reference window at random: a fixed seed by
+            # default, so a replay of the same stream finds the same changes.
+            checked.setdefault("seed", KSWIN_SEED)
             window_size = int(checked.get("window_size", 100))  # type: ignore[call-overload]
             stat_size = int(checked.get("stat_size", 30))  # type: ignore[call-overload]
             if stat_size >= window_size:

@@ -121,3 +121,17 @@ def test_invalid_values() -> None:
         ChangeDetector("adwin").update([np.nan])
     assert set(CHANGE_DETECTORS) == {"adwin", "page_hinkley", "kswin", "ddm", "eddm"}
     assert "delta=0.01" in repr(ChangeDetector("adwin", delta=0.01))
+
+
+def test_kswin_finds_the_same_changes_in_the_same_stream_unless_seeded_otherwise() -> None:
+    stream = _errors(3)
+    first = ChangeDetector("kswin").update(stream).tolist()
+    assert first  # the stream has a change
+    assert ChangeDetector("kswin").update(stream).tolist() == first
+    assert ChangeDetector("kswin", seed=42).update(stream).tolist() == first
+
+
+def test_page_hinkley_takes_alpha_1_which_is_no_forgetting() -> None:
+    assert ChangeDetector("page_hinkley", alpha=1.0).params == {"alpha": 1.0}
+    with pytest.raises(DetectorError, match="alpha"):
+        ChangeDetector("page_hinkley", alpha=1.5)
