@@ -80,18 +80,19 @@ kept so lag percentiles show the skew instead of hiding it.
 and ``labels = duplicate_labels + joined + orphan_labels + orphan_count``.
 
 **Storage.**  The join holds no id strings.  Each model keeps a 64-bit hash
-of every held ``prediction_id`` in a numpy array, found through an
-open-addressing table (linear probing, 35–70 % full), and the fields of
+of every held ``prediction_id`` with a 32-bit tag, in a few sorted numpy
+arrays of growing size (:class:`_Keys`: a batch is found with one binary
+search per array, new keys are merged into the smallest; 12 bytes a key, no
+hash table, no spare room), and the fields of
 pending predictions and orphan labels in numpy columns: times as int64 µs,
 class scores as float64 (a binary model's only the positive class's:
 ``JoinPolicy.score_kept``), numeric predictions and labels as float64 with a
 small-int kind code, and version, segment, score class names and categorical
 predictions interned per model as one small-int *profile* code.  Measured
 with tracemalloc (``python -m benchmarks.join_memory``, spare capacity of the
-columns included): about 22 bytes per joined id and 58 per pending
-prediction with two class scores, 36–46 per id with half of them labelled,
-against 235–250 when ids were held as strings; the process's resident memory
-grew by 50 bytes per id over a million ids (270 before).  A batch is looked
+columns included): 30 bytes per id with half of them labelled and one
+class score kept (36 with the hash table before the sorted arrays, 235–250
+when ids were held as strings).  A batch is looked
 up with a few array operations, applied event by event in Python over that
 snapshot, and written back with array operations.
 
@@ -189,12 +190,16 @@ _HASH_WORD = 0xBF58476D1CE4E5B9
 _FMIX_1 = 0xFF51AFD7ED558CCD
 _FMIX_2 = 0xC4CEB9FE1A85EC53
 
-_EMPTY = -1
-_TOMBSTONE = -2
-_MAX_LOAD = 0.7  # of an index, counting tombstones: then it is rebuilt
-_REBUILT_LOAD = 0.35
-_MIN_SLOTS = 64
-_TAIL = 48  # keys an index walks in Python rather than numpy (the long walks)
+# The levels of held keys (:class:`_Keys`): level 0 holds up to _LEVEL_BASE keys,
+# each next one _LEVEL_GROWTH times more.
+_LEVEL_BASE = 4096
+_LEVEL_GROWTH = 8
+_LEVEL_SHIFT = 40  # a handle is ``level << _LEVEL_SHIFT | position``
+_POSITION_MASK = (1 << _LEVEL_SHIFT) - 1
+_NO_KEYS: NDArray[np.uint64] = np.empty(0, np.uint64)
+_NO_TAGS: NDArray[np.int32] = np.empty(0, np.int32)
+_NO_KEYS.flags.writeable = False
+_NO_TAGS.flags.writeable = False
 
 
 class JoinError(ValueError):
@@ -679,138 +684,157 @@ class _Rows:
         return remap
 
 
-class _Index:
-    """Open-addressing table from a 64-bit key to an entry row (linear probing).
+class _Keys:
+    """Held keys with an int32 tag each, in sorted levels: no hash table, no spare room.
 
-    A key's home slot scales its top 32 bits to the table's size, so homes
-    follow the keys' order and walking the slots visits keys almost in sorted
-    order.  Slots hold entry rows; the key is compared with the entries' key
-    column.  Any size works, so a rebuilt table is sized to the keys (load
-    ``_REBUILT_LOAD``) rather than to a power of two.
+    Level *i* holds at most ``_LEVEL_BASE · _LEVEL_GROWTH**i`` keys in
+    ascending order with their tags alongside (12 bytes a key).  New keys are
+    merged into level 0; a level grown past its size is merged into the next
+    one, so a key is rewritten a few times in its life and a batch is looked
+    up with one binary search per level.  A removed key keeps its place with
+    the tag −1 (a hole) until its level is merged or a quarter of the level
+    is holes.  A live key is in one level only; a key removed and added again
+    may also be a hole elsewhere.
+
+    A *handle* (``level << 40 | position``) names a held key until the next
+    :meth:`insert` or :meth:`remove` moves it.
     """
 
-    __slots__ = ("slots", "used")
+    __slots__ = ("holes", "keys", "live", "tags")
 
-    def __init__(self, size: int = _MIN_SLOTS) -> None:
-        self.slots: NDArray[np.int32] = np.full(size, _EMPTY, np.int32)
-        self.used = 0  # slots not empty: rows and tombstones
+    def __init__(self) -> None:
+        self.keys: list[NDArray[np.uint64]] = []
+        self.tags: list[NDArray[np.int32]] = []
+        self.holes: list[int] = []
+        self.live = 0
 
-    @staticmethod
-    def size_for(count: int) -> int:
-        """Slots for ``count`` keys at the load of a rebuilt table."""
-        return max(_MIN_SLOTS, math.ceil(count / _REBUILT_LOAD))
+    def find(self, keys: NDArray[np.uint64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The handle and tag of each key; −1 and −1 where it is not held."""
+        handles = np.full(keys.size, -1, np.int64)
+        tags = np.full(keys.size, -1, np.int64)
+        if not self.live:
+            return handles, tags
+        # Searched in ascending order, each key's search starts where the last
+        # one ended: about three times faster than in the batch's order.
+        order = np.argsort(keys)
+        ordered = keys[order]
+        for level, (held, held_tags) in enumerate(zip(self.keys, self.tags, strict=True)):
+            if not held.size:
+                continue
+            at = np.searchsorted(held, ordered)
+            np.minimum(at, held.size - 1, out=at)
+            tag = held_tags[at]
+            hit = np.flatnonzero((held[at] == ordered) & (tag >= 0))
+            handles[order[hit]] = (level << _LEVEL_SHIFT) | at[hit]
+            tags[order[hit]] = tag[hit]
+        return handles, tags
 
-    @property
-    def full(self) -> bool:
-        """Whether the table is past its maximum load (counting tombstones)."""
-        return self.used > _MAX_LOAD * self.slots.size
+    def find_one(self, key: int) -> int:
+        """The tag of one key, −1 if it is not held."""
+        _, tags = self.find(np.asarray([key], np.uint64))
+        return int(tags[0])
 
-    def _home(self, keys: NDArray[np.uint64]) -> NDArray[np.int64]:
-        return (((keys >> np.uint64(32)) * np.uint64(self.slots.size)) >> np.uint64(32)).astype(
-            np.int64
-        )
+    def set_tags(self, handles: NDArray[np.int64], tags: NDArray[np.int64]) -> None:
+        """Replace the tags of held keys."""
+        levels = handles >> _LEVEL_SHIFT
+        for level in np.unique(levels).tolist():
+            mine = levels == level
+            self.tags[level][handles[mine] & _POSITION_MASK] = tags[mine]
 
-    def find(self, keys: NDArray[np.uint64], entry_keys: NDArray[np.uint64]) -> NDArray[np.int64]:
-        """The entry row of each key, −1 where absent.
+    def remove(self, handles: NDArray[np.int64]) -> None:
+        """Stop holding the keys of ``handles`` (distinct, held)."""
+        levels = handles >> _LEVEL_SHIFT
+        for level in np.unique(levels).tolist():
+            positions = handles[levels == level] & _POSITION_MASK
+            self.tags[level][positions] = -1
+            self.holes[level] += positions.size
+            self.live -= positions.size
+            if self.holes[level] * 4 > self.keys[level].size:
+                self.keys[level], self.tags[level] = self._packed(level)
+                self.holes[level] = 0
 
-        Walks the slots from each key's home until the key or an empty slot:
-        with numpy, one slot per round for all keys still walking, then in
-        Python for the last few (long walks).
-        """
-        found = np.full(keys.size, -1, np.int64)
-        if not self.used:
-            return found
-        slots = self.slots
-        size = slots.size
-        todo = np.arange(keys.size)
-        position = self._home(keys)
-        while todo.size > _TAIL:
-            row = slots[position]
-            hit = row >= 0
-            hit[hit] = entry_keys[row[hit]] == keys[todo[hit]]
-            found[todo[hit]] = row[hit]
-            more = (row != _EMPTY) & ~hit
-            todo, position = todo[more], (position[more] + 1) % size
-        for at, start in zip(todo.tolist(), position.tolist(), strict=True):
-            found[at] = self._walk(int(keys[at]), start, entry_keys)
-        return found
-
-    def find_one(self, key: int, entry_keys: NDArray[np.uint64]) -> int:
-        """The entry row of one key, −1 if absent."""
-        return self._walk(key, ((key >> 32) * self.slots.size) >> 32, entry_keys)
-
-    def _walk(self, key: int, position: int, entry_keys: NDArray[np.uint64]) -> int:
-        slot = self.slots.item
-        size = self.slots.size
+    def insert(self, keys: NDArray[np.uint64], tags: NDArray[np.int64]) -> None:
+        """Hold new keys (distinct, none of them held) with their tags."""
+        if not keys.size:
+            return
+        order = np.argsort(keys)
+        keys, new_tags = keys[order], tags[order].astype(np.int32)
+        self.live += keys.size
+        level = 0
         while True:
-            row: int = slot(position)
-            if row == _EMPTY:
-                return -1
-            if row >= 0 and entry_keys.item(row) == key:
-                return row
-            position = (position + 1) % size
+            if level == len(self.keys):
+                self.keys.append(keys)
+                self.tags.append(new_tags)
+                self.holes.append(0)
+                return
+            held, held_tags = self._packed(level)
+            keys, new_tags = _merge_sorted(held, held_tags, keys, new_tags)
+            if keys.size <= _LEVEL_BASE * _LEVEL_GROWTH**level:
+                self.keys[level], self.tags[level], self.holes[level] = keys, new_tags, 0
+                return
+            self.keys[level], self.tags[level], self.holes[level] = _NO_KEYS, _NO_TAGS, 0
+            level += 1
 
-    def insert(self, keys: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
-        """Add keys known to be absent, pointing at ``rows``: each takes the first free slot."""
-        slots = self.slots
-        size = slots.size
-        position = self._home(keys)
-        while rows.size > _TAIL:
-            current = slots[position]
-            free = np.flatnonzero(current < 0)
-            candidates, at = rows[free], position[free]
-            slots[at] = candidates
-            won = slots[at] == candidates  # of the candidates for one slot, one wins
-            self.used += int(np.count_nonzero(current[free[won]] == _EMPTY))
-            retry = np.ones(rows.size, bool)
-            retry[free[won]] = False
-            rows, position = rows[retry], (position[retry] + 1) % size
-        for row, start in zip(rows.tolist(), position.tolist(), strict=True):
-            at = start
-            while (current_row := int(slots[at])) >= 0:
-                at = (at + 1) % size
-            slots[at] = row
-            self.used += current_row == _EMPTY
+    def items(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Handles and tags of every held key (holes included, with tag −1), level by level."""
+        if not self.keys:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        handles = np.concatenate(
+            [(level << _LEVEL_SHIFT) + np.arange(held.size) for level, held in enumerate(self.keys)]
+        )
+        return handles, np.concatenate(self.tags).astype(np.int64)
 
-    def remove(self, keys: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
-        """Leave a tombstone where each of ``rows`` (held under ``keys``) was."""
-        slots = self.slots
-        size = slots.size
-        position = self._home(keys)
-        while rows.size > _TAIL:
-            hit = slots[position] == rows
-            slots[position[hit]] = _TOMBSTONE
-            rows, position = rows[~hit], (position[~hit] + 1) % size
-        for row, start in zip(rows.tolist(), position.tolist(), strict=True):
-            for step in range(size):
-                at = (start + step) % size
-                if slots[at] == row:
-                    slots[at] = _TOMBSTONE
-                    break
-            else:
-                raise JoinError("internal error: an expired entry was not in the join's index")
-
-    def rows(self) -> NDArray[np.int64]:
-        """The entry rows in slot order (nearly in key order)."""
-        slots = self.slots
-        return slots[slots >= 0].astype(np.int64)
+    def sorted_items(self) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+        """Every held key in ascending order, with its tag."""
+        keys = np.concatenate([_NO_KEYS, *self.keys])
+        tags = np.concatenate([_NO_TAGS, *self.tags]).astype(np.int64)
+        held = tags >= 0
+        keys, tags = keys[held], tags[held]
+        order = np.argsort(keys, kind="stable")  # sorted runs: merged, not sorted anew
+        return keys[order], tags[order]
 
     @classmethod
-    def build(cls, keys: NDArray[np.uint64], rows: NDArray[np.int64], size: int) -> _Index:
-        """A table of distinct keys given in ascending order, in one pass."""
-        index = cls(size)
-        slots = index.slots
-        rank = np.arange(keys.size)
-        # Sorted keys have sorted home slots: each takes the first free slot at or
-        # after its home, which is its home or the slot after the previous key's.
-        position = rank + np.maximum.accumulate(index._home(keys) - rank)
-        inside = position < size
-        slots[position[inside]] = rows[inside]
-        spill = rows[~inside]  # past the end: wrap to the first empty slots
-        if spill.size:
-            slots[np.flatnonzero(slots == _EMPTY)[: spill.size]] = spill
-        index.used = keys.size
-        return index
+    def build(cls, keys: NDArray[np.uint64], tags: NDArray[np.int64]) -> _Keys:
+        """Hold distinct keys given in ascending order, as one level."""
+        held = cls()
+        if keys.size:
+            level = 0
+            while keys.size > _LEVEL_BASE * _LEVEL_GROWTH**level:
+                level += 1
+            held.keys = [_NO_KEYS] * level + [keys.astype(np.uint64)]
+            held.tags = [_NO_TAGS] * level + [tags.astype(np.int32)]
+            held.holes = [0] * (level + 1)
+            held.live = keys.size
+        return held
+
+    def _packed(self, level: int) -> tuple[NDArray[np.uint64], NDArray[np.int32]]:
+        keys, tags = self.keys[level], self.tags[level]
+        if not self.holes[level]:
+            return keys, tags
+        kept = tags >= 0
+        return keys[kept], tags[kept]
+
+
+def _merge_sorted(
+    keys: NDArray[np.uint64],
+    tags: NDArray[np.int32],
+    new_keys: NDArray[np.uint64],
+    new_tags: NDArray[np.int32],
+) -> tuple[NDArray[np.uint64], NDArray[np.int32]]:
+    """Two ascending runs of distinct keys (with their tags) as one."""
+    if not keys.size:
+        return new_keys, new_tags
+    at = np.searchsorted(keys, new_keys) + np.arange(new_keys.size)
+    size = keys.size + new_keys.size
+    merged_keys = np.empty(size, np.uint64)
+    merged_tags = np.empty(size, np.int32)
+    old = np.ones(size, bool)
+    old[at] = False
+    merged_keys[at] = new_keys
+    merged_tags[at] = new_tags
+    merged_keys[old] = keys
+    merged_tags[old] = tags
+    return merged_keys, merged_tags
 
 
 class _Profile(NamedTuple):
@@ -848,19 +872,18 @@ def _prediction_parts(prediction: Label) -> tuple[Label | None, float]:
 class _ModelJoin:
     """Join state of one model_id within the partition.
 
-    Every held key is one row of ``entries`` (its 64-bit key and a tag), found
-    through ``index``.  A pending prediction also has a row of ``pending``
-    (window code, time, profile code, and when the model needs them the float
-    column ``pred`` and the 2-d ``scores``); an orphan label a row of
-    ``orphans`` (entry row, label as float and code, time, expiry).  A joined
-    id has only its entry, whose tag holds its window code.  Windows,
+    Every held key is in ``keys`` (its 64-bit hash and a tag).  A pending
+    prediction also has a row of ``pending`` (window code, time, profile
+    code, and when the model needs them the float column ``pred`` and the 2-d
+    ``scores``); an orphan label a row of ``orphans`` (its key, label as float
+    and code, time, expiry).  A joined id has only its key, whose tag holds
+    its window code.  Windows,
     profiles and interned label values are small per-model tables.
     """
 
     __slots__ = (
         "counts",
-        "entries",
-        "index",
+        "keys",
         "label_counts",
         "last_window",
         "lifetime_us",
@@ -898,14 +921,14 @@ class _ModelJoin:
         self.orphan_ttl_us = 0 if policy is None else _to_us(policy.orphan_label_ttl_s)
         self.score_kept = None if policy is None else policy.score_kept
         self.score_aliases = () if policy is None else policy.score_aliases
-        # Every held key (pending, joined or orphan) is one entry.
-        self.entries = _Rows("tag", {"key": np.uint64, "tag": np.int32})
-        self.index = _Index()
+        # Every held key (pending, joined or orphan), with its tag.
+        self.keys = _Keys()
         self.pending = _Rows("window", {"window": np.int32, "time": np.int64, "profile": np.int32})
         self.orphans = _Rows(
-            "entry",
+            "live",
             {
-                "entry": np.int32,
+                "live": np.int8,
+                "key": np.uint64,
                 "label": np.float64,
                 "code": np.int32,
                 "time": np.int64,
@@ -1042,13 +1065,10 @@ class _ModelJoin:
     # --------------------------------------------------------------- reading
 
     def lookup(self, keys: NDArray[np.uint64]) -> dict[str, NDArray[np.int64]]:
-        """What is held under each key: kind, deadline, tag reference and entry row."""
+        """What is held under each key: kind, deadline, tag reference and handle."""
         count = keys.size
-        rows = self.index.find(keys, self.entries["key"])
-        present = rows >= 0
-        tag = np.full(count, -1, np.int64)
-        tag[present] = self.entries["tag"][rows[present]]
-        kind = np.where(present, tag & 3, _ABSENT)
+        rows, tag = self.keys.find(keys)
+        kind = np.where(rows >= 0, tag & 3, _ABSENT)
         ref = tag >> 2
         deadline = np.full(count, _NEVER, np.int64)
         pending = np.flatnonzero(kind == _PENDING)
@@ -1100,19 +1120,13 @@ class _ModelJoin:
             orphan_rows = self._store_orphans(batch, columns, at[new_orphans])
             tags[new_orphans] = (orphan_rows << 2) | _ORPHAN
         stored = entries >= 0
-        self.entries["tag"][entries[stored]] = tags[stored]
+        self.keys.set_tags(entries[stored], tags[stored])
         fresh = np.flatnonzero(~stored)
         if fresh.size:
-            keys = batch.hashes[at[fresh]]
-            rows = self.entries.allocate(fresh.size)
-            self.entries["key"][rows] = keys
-            self.entries["tag"][rows] = tags[fresh]
-            if self.index.used + fresh.size > _MAX_LOAD * self.index.slots.size:
-                self._rebuild_index(self.entries.live)
-            self.index.insert(keys, rows)
-            entries[fresh] = rows
+            self.keys.insert(batch.hashes[at[fresh]], tags[fresh])
         if new_orphans.size:
-            self.orphans["entry"][orphan_rows] = entries[new_orphans]
+            self.orphans["live"][orphan_rows] = 1
+            self.orphans["key"][orphan_rows] = batch.hashes[at[new_orphans]]
             expiries = self.orphans["expiry"][orphan_rows]
             self.orphan_due = min(self.orphan_due, int(expiries.min()))
 
@@ -1213,8 +1227,7 @@ class _ModelJoin:
         self._maintain()
 
     def _expire_windows(self, codes: list[int]) -> None:
-        size = self.entries.size
-        tag = self.entries["tag"][:size].astype(np.int64)
+        handles, tag = self.keys.items()
         kind = tag & 3
         ref = tag >> 2
         due = np.zeros(len(self.window_start), bool)
@@ -1230,63 +1243,39 @@ class _ModelJoin:
             for code in np.flatnonzero(profiles).tolist():
                 self.profiles[code].counts.unlabelled += int(profiles[code])
             self.pending.release(pending_rows)
-        self._drop_entries(np.concatenate((pending, joined)))
+        self.keys.remove(handles[np.concatenate((pending, joined))])
 
     def _expire_orphans(self, watermark: int) -> None:
         size = self.orphans.size
-        entry = self.orphans["entry"][:size]
         expiry = self.orphans["expiry"][:size]
-        live = entry >= 0
+        live = self.orphans["live"][:size] >= 0
         expired = np.flatnonzero(live & (expiry < watermark))
         self.label_counts.orphan_labels += expired.size
-        self._drop_entries(entry[expired].astype(np.int64))
+        if expired.size:
+            handles, _ = self.keys.find(self.orphans["key"][expired])
+            self.keys.remove(handles)
         self.orphans.release(expired)
         remaining = expiry[live & (expiry >= watermark)]
         self.orphan_due = int(remaining.min()) if remaining.size else _NOTHING_DUE
 
-    def _drop_entries(self, rows: NDArray[np.int64]) -> None:
-        if rows.size:
-            self.index.remove(self.entries["key"][rows], rows)
-            self.entries.release(rows)
-
     def _maintain(self) -> None:
-        """Rebuild the index when full of tombstones or keys; shrink stores mostly free."""
+        """Shrink stores mostly free and tables mostly unused."""
         if self.pending.mostly_free:
             remap = self.pending.compact()
             self._remap_tags(_PENDING, remap)
         if self.orphans.mostly_free:
             remap = self.orphans.compact()
             self._remap_tags(_ORPHAN, remap)
-        if self.entries.mostly_free:
-            remap = self.entries.compact()
-            slots = self.index.slots
-            held = slots >= 0
-            slots[held] = remap[slots[held]]
-            live = self.orphans["entry"][: self.orphans.size] >= 0
-            entry = self.orphans["entry"][: self.orphans.size]
-            entry[live] = remap[entry[live]]
-        index = self.index
-        if index.full or (
-            index.slots.size > _MIN_SLOTS
-            and self.entries.live < _REBUILT_LOAD / 4 * index.slots.size
-        ):
-            self._rebuild_index(self.entries.live)
         if len(self.profiles) > _INTERN_LIMIT and len(self.profiles) > 4 * self.pending.live:
             self._compact_profiles()
         if len(self.values) > _INTERN_LIMIT and len(self.values) > 4 * self.orphans.live:
             self._compact_values()
 
-    def _rebuild_index(self, room: int) -> None:
-        """A new index of the held entries, sized for ``room`` keys, without tombstones."""
-        rows = self.index.rows()
-        keys = self.entries["key"][rows]
-        order = np.argsort(keys, kind="stable")  # slot order is nearly key order: fast
-        self.index = _Index.build(keys[order], rows[order], _Index.size_for(room))
-
     def _remap_tags(self, kind: int, remap: NDArray[np.int64]) -> None:
-        tags = self.entries["tag"][: self.entries.size]
-        mine = np.flatnonzero((tags >= 0) & ((tags & 3) == kind))
-        tags[mine] = (remap[tags[mine] >> 2] << 2) | kind
+        for tags in self.keys.tags:
+            mine = np.flatnonzero((tags >= 0) & ((tags & 3) == kind))
+            if mine.size:
+                tags[mine] = (remap[tags[mine] >> 2] << 2) | kind
 
     def _compact_profiles(self) -> None:
         live = self.pending["window"][: self.pending.size] >= 0
@@ -1302,7 +1291,7 @@ class _ModelJoin:
         }
 
     def _compact_values(self) -> None:
-        live = self.orphans["entry"][: self.orphans.size] >= 0
+        live = self.orphans["live"][: self.orphans.size] >= 0
         codes = self.orphans["code"][: self.orphans.size]
         interned = live & (codes >= 0)
         used = np.flatnonzero(np.bincount(codes[interned], minlength=len(self.values)))
@@ -1525,11 +1514,10 @@ class JoinState:
         counts it as one and keeps it out of the state.
         """
         model = self._models.get(model_id)
-        if model is None or not model.entries.live:
+        if model is None or not model.keys.live:
             return False
-        entries = model.entries
-        row = model.index.find_one(prediction_id_hash(prediction_id), entries["key"])
-        return row >= 0 and entries["tag"].item(row) & 3 != _ORPHAN
+        tag = model.keys.find_one(prediction_id_hash(prediction_id))
+        return tag >= 0 and tag & 3 != _ORPHAN
 
     def next_offset(self, topic: str) -> int:
         """Next offset of ``topic`` to apply (0 when none was applied yet).
@@ -1547,7 +1535,7 @@ class JoinState:
     def joined_count(self) -> int:
         """Ids of joined predictions held for duplicate detection, over all models."""
         return sum(
-            model.entries.live - model.pending.live - model.orphans.live
+            model.keys.live - model.pending.live - model.orphans.live
             for model in self._models.values()
         )
 
@@ -2271,12 +2259,7 @@ def _profile_key(stored: list[Any]) -> ProfileKey:
 
 def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dict[str, Any]:
     """Header of one model; its columns go to ``writer``, entries in key order."""
-    entries = model.entries
-    rows = model.index.rows()
-    keys = entries["key"][rows]
-    order = np.argsort(keys, kind="stable")  # slot order is nearly key order: fast
-    keys = keys[order]
-    tags = entries["tag"][rows[order]]
+    keys, tags = model.keys.sorted_items()
     kinds, refs = tags & 3, tags >> 2
     joined = np.flatnonzero(kinds == _JOINED)
     pending = np.flatnonzero(kinds == _PENDING)
@@ -2477,9 +2460,8 @@ def _load_model(
     pending_keys, pending_windows, pending_times, pending_profiles, pending_preds, scores = pending
     orphan_keys, labels, codes, orphan_times, expiries = orphans
     keys = np.concatenate((joined_keys, pending_keys, orphan_keys)).astype(np.uint64)
-    rows = model.entries.allocate(keys.size)  # joined, then pending, then orphans
     first_pending, first_orphan = joined_keys.size, joined_keys.size + pending_keys.size
-    tags = np.empty(keys.size, np.int64)
+    tags = np.empty(keys.size, np.int64)  # joined, then pending, then orphans
     tags[:first_pending] = (joined_windows << 2) | _JOINED
     store = model.pending
     pending_rows = store.allocate(pending_keys.size)
@@ -2494,23 +2476,21 @@ def _load_model(
         store["scores"][pending_rows] = block
     tags[first_pending:first_orphan] = pending_rows << 2
     orphan_rows = model.orphans.allocate(orphan_keys.size)
-    model.orphans["entry"][orphan_rows] = rows[first_orphan:]
+    model.orphans["live"][orphan_rows] = 1
+    model.orphans["key"][orphan_rows] = orphan_keys
     model.orphans["label"][orphan_rows] = labels
     model.orphans["code"][orphan_rows] = codes
     model.orphans["time"][orphan_rows] = orphan_times
     model.orphans["expiry"][orphan_rows] = expiries
     tags[first_orphan:] = (orphan_rows << 2) | _ORPHAN
-    model.entries["key"][rows] = keys
-    model.entries["tag"][rows] = tags
     model.orphan_due = int(expiries.min()) if expiries.size else _NOTHING_DUE
     order = np.argsort(keys, kind="stable")  # each group is sorted: a merge, fast
-    keys, rows = keys[order], rows[order]
+    keys, tags = keys[order], tags[order]
     repeated = np.flatnonzero(keys[1:] == keys[:-1]) + 1
     if repeated.size:
         # Two ids with one hash (only a format-1 checkpoint can hold them): the
         # later one goes, counted as a duplicate.
-        for row in sorted(rows[repeated].tolist(), reverse=True):
-            tag = model.entries["tag"].item(row)
+        for tag in tags[repeated].tolist():
             if tag & 3 == _PENDING:
                 profile = model.pending["profile"].item(tag >> 2)
                 model.profiles[profile].counts.duplicate_predictions += 1
@@ -2520,9 +2500,8 @@ def _load_model(
                 model.orphans.release(np.asarray([tag >> 2]))
         keep = np.ones(keys.size, bool)
         keep[repeated] = False
-        model.entries.release(rows[repeated])
-        keys, rows = keys[keep], rows[keep]
-    model.index = _Index.build(keys, rows, _Index.size_for(keys.size))
+        keys, tags = keys[keep], tags[keep]
+    model.keys = _Keys.build(keys, tags)
 
 
 def _encode_value(value: Label | None) -> Any:

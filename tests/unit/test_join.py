@@ -1717,32 +1717,62 @@ def test_damaged_format_2_checkpoints_raise_checkpoint_error(data: bytes) -> Non
 
 
 @given(
-    keys=st.lists(st.integers(0, 2**64 - 1), unique=True, max_size=300),
-    removed=st.sets(st.integers(0, 299)),
-    high=st.booleans(),
+    rounds=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2**64 - 1), max_size=60),  # keys to add (new ones)
+            st.lists(st.integers(0, 10**6), max_size=40),  # picks of held keys to remove
+        ),
+        max_size=40,
+    ),
+    low=st.booleans(),
 )
-@settings(max_examples=200, deadline=None)
-def test_the_index_finds_what_it_holds(keys: list[int], removed: set[int], high: bool) -> None:
-    if high:  # crowd the end of the table, so walks wrap around to its start
-        keys = [2**64 - 1 - key % 2**40 for key in keys]
-        keys = list(dict.fromkeys(keys))
-    entry_keys = np.asarray(keys, np.uint64)
-    rows = np.arange(len(keys))
-    size = streams.join._Index.size_for(len(keys)) if keys else 64
-    index = streams.join._Index(size)
-    index.insert(entry_keys, rows)
-    gone = np.asarray(sorted(r for r in removed if r < len(keys)), np.int64)
-    index.remove(entry_keys[gone], gone)
-    expected = np.where(np.isin(rows, gone), -1, rows)
-    assert index.find(entry_keys, entry_keys).tolist() == expected.tolist()
-    assert [index.find_one(key, entry_keys) for key in keys] == expected.tolist()
-    missing = [(key + 1) % 2**64 for key in keys if (key + 1) % 2**64 not in set(keys)]
-    assert (index.find(np.asarray(missing, np.uint64), entry_keys) == -1).all()
-    # Built in one pass from sorted keys, the table finds the same rows.
-    kept = rows[expected >= 0]
-    order = np.argsort(entry_keys[kept], kind="stable")
-    built = streams.join._Index.build(entry_keys[kept][order], kept[order], size)
-    assert built.find(entry_keys, entry_keys).tolist() == expected.tolist()
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_held_keys_find_what_they_hold(
+    rounds: list[tuple[list[int], list[int]]], low: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small levels, so that a few rounds merge levels and compact holes.
+    monkeypatch.setattr(streams.join, "_LEVEL_BASE", 4)
+    monkeypatch.setattr(streams.join, "_LEVEL_GROWTH", 2)
+    held = streams.join._Keys()
+    expected: dict[int, int] = {}
+    gone: set[int] = set()
+    for adding, picks in rounds:
+        added = [key % 97 for key in adding] if low else adding  # low: removed keys come back
+        new = list(dict.fromkeys(key for key in added if key not in expected))
+        new_tags = [(key % 1000) * 4 + key % 3 for key in new]
+        held.insert(np.asarray(new, np.uint64), np.asarray(new_tags, np.int64))
+        expected.update(zip(new, new_tags, strict=True))
+        gone -= set(new)
+        ordered = sorted(expected)
+        removed = sorted({ordered[pick % len(ordered)] for pick in picks} if ordered else set())
+        handles, _ = held.find(np.asarray(removed, np.uint64))
+        held.remove(handles)
+        for key in removed:
+            del expected[key]
+        gone |= set(removed)
+        probe = np.asarray([*expected, *gone, 2**64 - 1], np.uint64)
+        handles, found = held.find(probe)
+        want = [*expected.values(), *([-1] * len(gone)), expected.get(2**64 - 1, -1)]
+        assert found.tolist() == want
+        assert ((handles >= 0) == (found >= 0)).all()
+        assert held.live == len(expected)
+        keys, tags = held.sorted_items()
+        assert keys.tolist() == sorted(expected)
+        assert tags.tolist() == [expected[key] for key in sorted(expected)]
+        # Tags set through handles are read back; holes are listed with −1.
+        handles, _ = held.find(np.asarray(list(expected), np.uint64))
+        held.set_tags(handles, np.asarray([tag + 4 for tag in expected.values()], np.int64))
+        expected = {key: tag + 4 for key, tag in expected.items()}
+        _, listed_tags = held.items()
+        assert sorted(listed_tags[listed_tags >= 0].tolist()) == sorted(expected.values())
+        assert all(held.find_one(key) == tag for key, tag in list(expected.items())[:5])
+    # Built in one level from sorted keys, the same keys are found.
+    keys, tags = held.sorted_items()
+    built = streams.join._Keys.build(keys, tags)
+    assert built.find(keys)[1].tolist() == tags.tolist()
+    assert built.live == len(expected)
 
 
 def test_ids_of_a_format_1_checkpoint_that_share_a_hash_count_as_duplicates(
