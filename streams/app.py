@@ -686,6 +686,22 @@ _REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTo
 """Producer errors that a retry of the same message meets again."""
 
 
+def refused_for_good(error: BaseException) -> bool:
+    """Whether a send failed for a reason a retry meets again (the message is too large).
+
+    faust wraps the producer's error (``ProducerSendError`` raised from it),
+    so the whole chain of causes is looked at.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, _REFUSED_FOR_GOOD):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 async def _sending(topic: Any, key: bytes | None, value: bytes) -> Awaitable[Any]:
     """The delivery future of one message; a send that raises gives a failed future."""
     try:
@@ -739,7 +755,7 @@ class _InputHandler:
         dead, self.sent_dead = self.sent_dead, []
         failures: list[BaseException] = []
         for result in await asyncio.gather(*dead, return_exceptions=True):
-            if isinstance(result, _REFUSED_FOR_GOOD):
+            if isinstance(result, BaseException) and refused_for_good(result):
                 # A dead letter the broker refuses as too large would be
                 # refused again on a replay: counted and logged, not retried.
                 self.worker.dead_letters_unsent += 1
@@ -752,6 +768,16 @@ class _InputHandler:
             for result in await asyncio.gather(*sent, return_exceptions=True)
             if isinstance(result, BaseException)
         ]
+        if any(refused_for_good(failure) for failure in failures):
+            # A partial the broker refuses as too large is refused again on every
+            # replay: the partitions cannot move on until the limit is raised.
+            log.error(
+                "a partial is larger than the producer or the broker accepts; its partitions "
+                "replay from their last checkpoint until the limits are raised (the producer "
+                "takes twice DRIFTLINE_MAX_MESSAGE_BYTES; the partials topic's "
+                "max.message.bytes): %r",
+                next(f for f in failures if refused_for_good(f)),
+            )
         if failures:
             raise OutputsLost(
                 f"{len(failures)} of {len(sent) + len(dead)} outputs were not delivered "
@@ -822,6 +848,9 @@ def build_app(
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         datadir=str(Path(settings.data_dir) / "faust"),
+        # A dead letter carries the refused message whole, plus why: room for the
+        # largest message the worker reads (faust's default is 1,000,000 bytes).
+        producer_max_request_size=max(1_000_000, 2 * settings.max_message_bytes),
     )
     # faust's own consumer stays off: the topics are read by the batch loops below.
     app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)

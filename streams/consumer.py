@@ -254,9 +254,10 @@ class BatchConsumer:
     async def run(self) -> None:
         """Consume until :meth:`stop` or cancellation; checkpoint on the way out.
 
-        When a batch raises, the loop ends with the error and saves nothing:
-        the failed batch may be half applied and its outputs half sent, so
-        its partitions resume from their last checkpoint.
+        When a batch raises, or the loop is cancelled while it applies one,
+        the loop ends and saves nothing: the batch may be half applied and
+        its outputs half sent, so its partitions resume from their last
+        checkpoint.
         """
         consumer = self._consumer_factory(**self.consumer_options())
         self._consumer = consumer
@@ -280,7 +281,11 @@ class BatchConsumer:
                         self._positions[partition] = batch[-1].offset + 1
                         self._dirty.add(partition)
                     if messages:
+                        # Until it returns, the batch may be half applied: cancelled
+                        # or failed there, the loop ends without a checkpoint.
+                        failed = True
                         await self.handler.handle(messages)
+                        failed = False
                         self.batches += 1
                         self.messages += len(messages)
                     if time.monotonic() >= next_checkpoint:
@@ -295,8 +300,8 @@ class BatchConsumer:
             try:
                 if failed:
                     log.error(
-                        "group %s: the consumer loop failed; %d partitions keep their last "
-                        "checkpoint",
+                        "group %s: the consumer loop stopped in a batch; %d partitions keep "
+                        "their last checkpoint",
                         self.loop_settings.group_id,
                         len(self._owned),
                     )

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 import streams.app as app_module
 from schemas import DriftlineSettings, MonitorConfig
@@ -193,9 +194,24 @@ def test_a_partial_the_producer_refuses_rewinds_instead_of_being_lost(tmp_path: 
     assert not (tmp_path / "data" / "checkpoints" / "partition-0.bin").exists()
 
 
+def _wrapped_by_faust() -> BaseException:
+    """What faust's producer raises for a message aiokafka finds too large."""
+    try:
+        try:
+            raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
+        except MessageSizeTooLargeError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+    except ProducerSendError as wrapped:
+        return wrapped
+
+
 @pytest.mark.parametrize(
     ("error", "lost"),
-    [(KafkaTimeoutError("timed out"), True), (MessageSizeTooLargeError("too large"), False)],
+    [
+        (KafkaTimeoutError("timed out"), True),
+        (MessageSizeTooLargeError("too large"), False),
+        (_wrapped_by_faust(), False),
+    ],
 )
 def test_a_dead_letter_is_retried_unless_the_broker_refuses_it_for_good(
     tmp_path: Path, error: BaseException, lost: bool
@@ -215,6 +231,45 @@ def test_a_dead_letter_is_retried_unless_the_broker_refuses_it_for_good(
         asyncio.run(scenario())
         assert worker.dead_letters_unsent == 1
         assert (tmp_path / "data" / "checkpoints" / "partition-0.bin").exists()
+
+
+def test_a_loop_cancelled_in_the_middle_of_a_batch_saves_nothing(tmp_path: Path) -> None:
+    worker = make_worker(tmp_path)
+
+    class Stuck(FakeTopic):
+        """The second send never returns (the producer's buffer full, the broker away)."""
+
+        blocked = False
+
+        async def send(self, key: bytes | None = None, value: bytes = b"") -> Awaitable[Any]:
+            if self.calls == 1:
+                self.blocked = True
+                await asyncio.Event().wait()
+            return await super().send(key, value)
+
+    partials = Stuck()
+    handler = _InputHandler(FakeApp(), worker, FakeTopic(), partials)
+    consumer = FakeConsumer({("p", 0), ("l", 0)}, [[*predictions(6), closing()]])
+    loop = BatchConsumer(
+        worker.settings,
+        ["p", "l"],
+        handler,
+        LoopSettings("g", checkpoint_interval_s=3600.0),
+        consumer_factory=lambda **_: consumer,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(loop.run())
+        while not partials.blocked:
+            await asyncio.sleep(0.01)
+        task.cancel()  # faust cancels the task when stopping it took too long
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert len(partials.delivered) == 1  # of the batch's several partials
+    assert not (tmp_path / "data" / "checkpoints" / "partition-0.bin").exists()
+    assert consumer.commits == []
 
 
 def test_a_revoked_partition_goes_even_when_its_checkpoint_fails(
