@@ -15,8 +15,9 @@ are then checked for the observation's model version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from alerts.errors import AlertError
@@ -182,14 +183,20 @@ class AlertEngine:
                 messages.append(notification(event, channel, self.config.grafana_url))
         return EngineOutput(events, requests, messages)
 
-    def silences(self, observations: Sequence[WindowObservation]) -> list[WindowObservation]:
+    def silences(
+        self,
+        observations: Sequence[WindowObservation],
+        waiting: Collection[tuple[str, str, str, datetime]] = (),
+    ) -> list[WindowObservation]:
         """Windows of zero predictions for segments missing from windows that closed together.
 
         A segment that stops receiving traffic sends no window at all, so the
         windows its model version closed at the same time stand in: every
         segment with a volume history (above zero) that has none of them
         gets an observation of 0 predictions, which ``volume_drop`` rules
-        read like any other.  Only with such rules configured.
+        read like any other.  Only with such rules configured.  ``waiting``
+        names windows (model, version, segment, start) known but not closed
+        yet (a partition is behind): those segments are not silent.
         """
         if not self._needs_volume:
             return []
@@ -210,6 +217,7 @@ class AlertEngine:
             for model_id, version, start, end in closed
             for segment in self._volume.silent(model_id, version, start)
             if (model_id, version, segment, start) not in seen
+            and (model_id, version, segment, start) not in waiting
         ]
 
     def firing(

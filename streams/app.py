@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -640,7 +641,9 @@ class Worker:
                 ready: list[Point] = []
             else:
                 ready = merger.evaluate()
-            fresh = self._judge(self.engines[partition], merger.drain_observations(), ready)
+            fresh = self._judge(
+                self.engines[partition], merger.drain_observations(), merger.waiting(), ready
+            )
             self._add_points(partition, ready)
             if fresh:
                 self.unpublished[partition].extend(fresh)
@@ -648,11 +651,15 @@ class Worker:
         return outbox
 
     def _judge(
-        self, engine: AlertEngine, observations: list[WindowObservation], ready: list[Point]
+        self,
+        engine: AlertEngine,
+        observations: list[WindowObservation],
+        waiting: set[tuple[str, str, str, datetime]],
+        ready: list[Point],
     ) -> Outbox:
         """Run the alert rules on windows; alert points join ``ready``, chat the notifier."""
         fresh = Outbox()
-        for observation in [*observations, *engine.silences(observations)]:
+        for observation in [*observations, *engine.silences(observations, waiting)]:
             output = engine.observe(observation)
             for event in output.alert_events:
                 fresh.alerts.append((event.alert_id.encode(), event.model_dump_json().encode()))

@@ -170,9 +170,10 @@ class WindowMerger:
         """Partials dropped because their window starts outside line protocol's times."""
         self.incomplete_drift = 0
         """Windows whose drift was not computed: their sketches missed some predictions."""
-        self._observed_early: dict[WindowKey, int] = {}
+        self._observed_early: dict[WindowKey, tuple[int, bool, float]] = {}
         """Windows the alert rules judged while their points were held back
-        (:meth:`observe_held`); for performance, with how many labels."""
+        (:meth:`observe_held`): for performance, with how many labels, whether
+        final, and when."""
         self.unconfigured_partials = 0
         """Partials of models no longer in the configuration, dropped."""
         self._unconfigured_warned: set[str] = set()
@@ -507,6 +508,12 @@ class WindowMerger:
             return False
         return True
 
+    def waiting(self) -> set[tuple[str, str, str, datetime]]:
+        """Drift windows known but not evaluated: (model, version, segment, start)."""
+        return {
+            (key.model_id, key.model_version, key.segment, window_start(key)) for key in self._drift
+        }
+
     def observe_held(self) -> None:
         """Observations of ready windows for the alert rules, keeping the windows held.
 
@@ -524,16 +531,20 @@ class WindowMerger:
             counted = self.incomplete_drift
             self._evaluate_drift(key, list(slot.partials.values()))
             self.incomplete_drift = counted  # counted once, when the window is evaluated
-            self._observed_early[key] = -1
+            self._observed_early[key] = (-1, True, now)
         for key in sorted(self._performance):
             perf_slot = self._performance[key]
-            if not perf_slot.pending:
-                continue
             model = self._model(key.model_id)
+            seen = self._observed_early.get(key)
+            if seen is not None and now - seen[2] < model.window.emit_interval.total_seconds():
+                continue  # throttled as evaluate() throttles its points
+            final = self._final(key, model, perf_slot, now)
+            if not (perf_slot.pending or final):
+                continue
             labelled = self._merged_performance(model, perf_slot).n_labelled
-            if self._observed_early.get(key) != labelled:
-                self._evaluate_performance(model, key, perf_slot, final=False)
-                self._observed_early[key] = labelled
+            if seen is None or seen[:2] != (labelled, final):
+                self._evaluate_performance(model, key, perf_slot, final)
+            self._observed_early[key] = (labelled, final, now)
 
     def evaluate(self) -> list[Point]:
         """Points of every window that became ready since the last call."""
@@ -849,7 +860,7 @@ class WindowMerger:
                     segment=key.segment,
                     detector=detector,
                     detections=scan.detections,
-                    first_at_s=None if scan.first_step is None else (scan.first_step + 1) * step_s,
+                    first_at_s=-1.0 if scan.first_step is None else (scan.first_step + 1) * step_s,
                     n_labelled=labelled,
                     is_final=final,
                     window_start=start,

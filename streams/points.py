@@ -750,7 +750,7 @@ def change_points(
     segment: str,
     detector: str,
     detections: Count,
-    first_at_s: Number | None,
+    first_at_s: Number,
     n_labelled: Count,
     is_final: Flag,
     window_start: datetime | int,
@@ -758,8 +758,9 @@ def change_points(
     """A ``change_points`` point: what a change detector found inside one window.
 
     ``first_at_s`` is where in the window (seconds after its start, the end
-    of the slice) the detector first signalled; None (not written) when it
-    did not.  Re-emitted in place as labels join, like ``model_performance``.
+    of the slice) the detector first signalled, and −1 when it did not: the
+    point is re-written in place as labels join, like ``model_performance``,
+    and a field left out would keep an earlier signal's value.
 
     Examples
     --------
@@ -777,7 +778,7 @@ def change_points(
     ]
     fields: dict[str, FieldValue | None] = {
         "detections": _count("detections", detections),
-        "first_at_s": _optional_float("first_at_s", first_at_s),
+        "first_at_s": _float("first_at_s", first_at_s),
         "n_labelled": _count("n_labelled", n_labelled),
         "is_final": _flag("is_final", is_final),
     }

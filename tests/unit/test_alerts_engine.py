@@ -203,6 +203,8 @@ def test_a_segment_that_goes_silent_fires_volume_drop_while_others_go_on() -> No
         segments = {"all": 2000, EU: 1000} if hour < 4 else {"all": 1000}  # eu stops at 4
         closed = [drift(hour, segment, predictions=n) for segment, n in segments.items()]
         silent = engine.silences(closed)
+        # A window still held for a partition that is behind is not silence.
+        assert engine.silences(closed, {("churn", "3", EU, T0 + hour * HOUR)}) == []
         if hour >= 4:  # eu had a window every hour: it is missing now, read as 0
             assert [(o.segment, o.predictions, o.window_start) for o in silent] == [
                 (EU, 0, T0 + hour * HOUR)

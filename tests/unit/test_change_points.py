@@ -135,4 +135,4 @@ def test_a_window_without_change_has_none(tmp_path: Path) -> None:
     lines = (tmp_path / "data" / "metrics.lp").read_text()
     found = [p for p in parse_line_protocol(lines) if p.measurement == "change_points"]
     assert found and all(p.fields["detections"] == 0 for p in found)
-    assert all("first_at_s" not in p.fields for p in found)
+    assert all(p.fields["first_at_s"] == -1.0 for p in found)
