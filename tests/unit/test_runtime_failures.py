@@ -142,8 +142,10 @@ def FakeApp() -> Any:  # noqa: N802 (stands for the faust app class)
     return _FakeApp()
 
 
-def run_loop(worker: Worker, handler: Any, batches: list[list[RawMessage]]) -> FakeConsumer:
-    """Run an input loop over ``batches`` until they are consumed, then stop it."""
+def input_loop(
+    worker: Worker, handler: Any, batches: list[list[RawMessage]]
+) -> tuple[BatchConsumer, FakeConsumer]:
+    """An input loop of partition 0 over a fake consumer handing out ``batches``."""
     consumer = FakeConsumer({("p", 0), ("l", 0)}, batches)
     loop = BatchConsumer(
         worker.settings,
@@ -152,6 +154,12 @@ def run_loop(worker: Worker, handler: Any, batches: list[list[RawMessage]]) -> F
         LoopSettings("g", checkpoint_interval_s=3600.0),
         consumer_factory=lambda **_: consumer,
     )
+    return loop, consumer
+
+
+def run_loop(worker: Worker, handler: Any, batches: list[list[RawMessage]]) -> FakeConsumer:
+    """Run an input loop over ``batches`` until they are consumed, then stop it."""
+    loop, consumer = input_loop(worker, handler, batches)
 
     async def scenario() -> None:
         task = asyncio.create_task(loop.run())
@@ -249,14 +257,7 @@ def test_a_loop_cancelled_in_the_middle_of_a_batch_saves_nothing(tmp_path: Path)
 
     partials = Stuck()
     handler = _InputHandler(FakeApp(), worker, FakeTopic(), partials)
-    consumer = FakeConsumer({("p", 0), ("l", 0)}, [[*predictions(6), closing()]])
-    loop = BatchConsumer(
-        worker.settings,
-        ["p", "l"],
-        handler,
-        LoopSettings("g", checkpoint_interval_s=3600.0),
-        consumer_factory=lambda **_: consumer,
-    )
+    loop, consumer = input_loop(worker, handler, [[*predictions(6), closing()]])
 
     async def scenario() -> None:
         task = asyncio.create_task(loop.run())
@@ -277,14 +278,7 @@ def test_a_revoked_partition_goes_even_when_its_checkpoint_fails(
 ) -> None:
     worker = make_worker(tmp_path)
     handler = _InputHandler(FakeApp(), worker, FakeTopic(), FakeTopic())
-    consumer = FakeConsumer({("p", 0), ("l", 0)}, [])
-    loop = BatchConsumer(
-        worker.settings,
-        ["p", "l"],
-        handler,
-        LoopSettings("g", checkpoint_interval_s=3600.0),
-        consumer_factory=lambda **_: consumer,
-    )
+    loop, consumer = input_loop(worker, handler, [])
 
     def disk_full(path: Path, data: bytes) -> None:
         raise OSError(28, "No space left on device")
