@@ -11,7 +11,7 @@ from alerts.engine import AlertEngine, EngineOutput
 from alerts.errors import AlertError
 from alerts.key import AlertKey
 from alerts.notification import Notification, notification
-from alerts.observation import WindowObservation
+from alerts.observation import ChangePoints, WindowObservation
 from alerts.outcome import RuleOutcome
 from alerts.retrain import RetrainPlanner, request_id
 from alerts.rules import check_rule, evaluate_rule
@@ -24,6 +24,7 @@ __all__ = [
     "AlertKey",
     "AlertMachine",
     "AlertStatus",
+    "ChangePoints",
     "EngineOutput",
     "Notification",
     "RetrainPlanner",

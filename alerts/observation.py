@@ -27,8 +27,32 @@ PARTS: tuple[str, ...] = (
     "performance",
     "data_quality",
     "volume",
+    "change_points",
 )
 """Names of the optional parts, as :attr:`WindowObservation.parts` reports them."""
+
+
+@dataclass(frozen=True)
+class ChangePoints:
+    """What the change detector found inside a window (the ``change_points`` point).
+
+    Attributes
+    ----------
+    detector
+        The river detector (``adwin``, ``page_hinkley``, ``ddm``, ``eddm``).
+    detections
+        Times it signalled over the window.
+    first_at_s
+        Seconds from the window's start to the end of the slice of the first
+        signal; −1 without one.
+    n_labelled
+        Joined predictions it read.
+    """
+
+    detector: str
+    detections: int
+    first_at_s: float
+    n_labelled: int
 
 
 def _utc(name: str, value: object) -> datetime:
@@ -61,6 +85,9 @@ class WindowObservation:
         Feature → data-quality rates.
     predictions
         The window's volume (on-time predictions), None when not known.
+    change_points
+        What the change detector found in the window's errors (with
+        ``performance``), None when it does not run.
     baseline
         Metric → reference value (from the reference profile; the engine lays
         the configuration's ``performance.baseline`` over it).
@@ -97,6 +124,7 @@ class WindowObservation:
     data_quality: Mapping[str, DataQualityResult] | None = None
     predictions: int | None = None
     baseline: Mapping[str, float] = field(default_factory=dict)
+    change_points: ChangePoints | None = None
 
     def __post_init__(self) -> None:
         for name in ("model_id", "model_version", "segment"):
@@ -139,6 +167,7 @@ class WindowObservation:
             "performance": self.performance is not None,
             "data_quality": self.data_quality is not None,
             "volume": self.predictions is not None,
+            "change_points": self.change_points is not None,
         }
         return frozenset(name for name, here in present.items() if here)
 

@@ -16,6 +16,8 @@ model_performance  value, n_labelled, coverage, is_final    model_id, model_vers
 data_quality       missing_rate, out_of_range_rate,         model_id, model_version, feature
                    unseen_category_rate
 volume             predictions                              model_id, model_version, segment
+change_points      detections, first_at_s                   model_id, model_version,
+                                                            segment, detector
 =================  =======================================  ================================
 
 Not supported (the observation does not carry them): ``label_lag``, the
@@ -48,6 +50,7 @@ SUPPORTED_FIELDS: Mapping[str, tuple[str, ...]] = {
     "model_performance": ("value", "n_labelled", "coverage", "is_final"),
     "data_quality": ("missing_rate", "out_of_range_rate", "unseen_category_rate"),
     "volume": ("predictions",),
+    "change_points": ("detections", "first_at_s"),
 }
 """Measurement → fields a threshold rule can watch."""
 
@@ -57,6 +60,7 @@ SUPPORTED_TAGS: Mapping[str, tuple[str, ...]] = {
     "model_performance": ("model_id", "model_version", "segment", "metric"),
     "data_quality": ("model_id", "model_version", "feature"),
     "volume": ("model_id", "model_version", "segment"),
+    "change_points": ("model_id", "model_version", "segment", "detector"),
 }
 """Measurement → tags a threshold rule can filter on."""
 
@@ -204,6 +208,17 @@ def series_values(
     if measurement == "volume" and observation.predictions is not None:
         count = observation.predictions
         return [SeriesValue(None, "predictions", float(count), count)]
+    change = observation.change_points
+    if measurement == "change_points" and change is not None:
+        if select.tags.get("detector", change.detector) != change.detector:
+            return []
+        value = float(change.detections if select.field == "detections" else change.first_at_s)
+        evidence: dict[str, EvidenceValue] = {
+            "detector": change.detector,
+            "detections": change.detections,
+            "first_at_s": change.first_at_s,
+        }
+        return [SeriesValue(None, select.field, value, change.n_labelled, evidence)]
     return []
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.observation import WindowObservation
+from alerts.observation import ChangePoints, WindowObservation
 from detectors.change import TIMELINE_STEPS, scan_timeline
 from detectors.multiple_testing import DatasetDriftDecision, dataset_drift, p_values_of
 from detectors.profile import ReferenceProfile
@@ -845,6 +845,7 @@ class WindowMerger:
                 )
             )
         detector = model.performance.change_detector
+        change: ChangePoints | None = None
         if detector is not None and labelled:
             scan = scan_timeline(
                 detector,
@@ -853,6 +854,8 @@ class WindowMerger:
                 merged.timeline_errors,
             )
             step_s = duration_us(model.window.size) / 1e6 / TIMELINE_STEPS
+            first_at_s = -1.0 if scan.first_step is None else (scan.first_step + 1) * step_s
+            change = ChangePoints(detector, scan.detections, first_at_s, labelled)
             out.append(
                 points.change_points(
                     model_id=key.model_id,
@@ -860,7 +863,7 @@ class WindowMerger:
                     segment=key.segment,
                     detector=detector,
                     detections=scan.detections,
-                    first_at_s=-1.0 if scan.first_step is None else (scan.first_step + 1) * step_s,
+                    first_at_s=first_at_s,
                     n_labelled=labelled,
                     is_final=final,
                     window_start=start,
@@ -878,6 +881,7 @@ class WindowMerger:
                 coverage=min(coverage, 1.0),
                 is_final=final,
                 baseline=dict(reference.baseline) if reference is not None else {},
+                change_points=change,
             )
         )
         if key.segment == ALL_SEGMENTS and labelled:

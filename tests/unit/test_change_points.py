@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from numpy.typing import ArrayLike, NDArray
 
 import detectors.change
+from alerts.engine import AlertEngine
 from detectors.change import TIMELINE_STEPS, ChangeDetector, scan_timeline
 from detectors.errors import DetectorError
-from schemas import DriftlineSettings
-from streams.app import Worker
+from schemas import DriftlineSettings, MonitorConfig
+from streams.app import Outbox, Worker
 from streams.decode import RawMessage
 from streams.points import parse_line_protocol
 from tests.unit.test_windows_merger import CONFIG, REFERENCE, label, prediction
@@ -69,9 +71,8 @@ def _worker(tmp_path: Path) -> Worker:
     return Worker(settings, CONFIG, tmp_path, partitions=1)
 
 
-def _change_points(tmp_path: Path, label_batches: list[list[int]]) -> list[dict[str, object]]:
-    """Run 1,200 predictions of one 60 s window, their labels in the given batches."""
-    worker = _worker(tmp_path)
+def _run_shift(worker: Worker, label_batches: list[list[int]]) -> Outbox:
+    """1,200 predictions of one 60 s window, their labels in the given batches."""
     times = [n * 0.05 for n in range(1200)]
     # Correct (label 1) but for every 20th prediction before 36 s, and 3 of 5 after.
     labels = [
@@ -90,7 +91,13 @@ def _change_points(tmp_path: Path, label_batches: list[list[int]]) -> list[dict[
         ]
         offset += len(batch)
         partials += worker.ingest(labelled)[1]
-    worker.merge([(0, value) for _, value in partials])
+    return worker.merge([(0, value) for _, value in partials])
+
+
+def _change_points(tmp_path: Path, label_batches: list[list[int]]) -> list[dict[str, object]]:
+    """The last change_points point of each series after :func:`_run_shift`."""
+    worker = _worker(tmp_path)
+    _run_shift(worker, label_batches)
     worker.flush()
     lines = (tmp_path / "data" / "metrics.lp").read_text()
     found = [p for p in parse_line_protocol(lines) if p.measurement == "change_points"]
@@ -136,3 +143,25 @@ def test_a_window_without_change_has_none(tmp_path: Path) -> None:
     found = [p for p in parse_line_protocol(lines) if p.measurement == "change_points"]
     assert found and all(p.fields["detections"] == 0 for p in found)
     assert all(p.fields["first_at_s"] == -1.0 for p in found)
+
+
+def test_a_threshold_rule_on_change_points_fires_with_where_the_change_came(
+    tmp_path: Path,
+) -> None:
+    worker = _worker(tmp_path)
+    document = CONFIG.model_dump(mode="json", exclude_unset=True)
+    document["rules"] = [
+        {"name": "error-shift", "kind": "threshold", "op": ">", "threshold": 0,
+         "select": {"measurement": "change_points", "field": "detections",
+                    "tags": {"segment": "all"}}},
+    ]  # fmt: skip
+    worker.config = MonitorConfig.model_validate(document)
+    worker.merger(0)
+    worker.engines[0] = AlertEngine(worker.config)
+    outbox = _run_shift(worker, [list(range(1200))])
+    events = [orjson.loads(value) for _, value in outbox.alerts]
+    assert [(e["rule"], e["segment"], e["state"]) for e in events] == [
+        ("error-shift", "all", "firing")
+    ]
+    assert 36.0 < events[0]["evidence"]["first_at_s"] <= 60.0
+    assert events[0]["evidence"]["detector"] == "adwin"
