@@ -21,8 +21,10 @@ change_points      detections, first_at_s                   model_id, model_vers
 =================  =======================================  ================================
 
 Not supported (the observation does not carry them): ``label_lag``, the
-``labels``, ``late_predictions`` and ``dead_letters`` fields of ``volume``, and
-``alerts``. Booleans (``drifted``, ``is_final``) read as 1 or 0.
+``labels``, ``late_predictions`` and ``dead_letters`` fields of ``volume``, the
+``n_labelled`` and ``is_final`` fields of ``change_points``, and ``alerts``.
+Booleans (``drifted``, ``is_final``) read as 1 or 0. ``first_at_s`` of a
+window without a change is not a value (the point writes −1).
 
 Without a ``method`` tag a drift series uses the rule's ``metric``, else the
 feature's first configured method present in the window. A
@@ -212,6 +214,8 @@ def series_values(
     if measurement == "change_points" and change is not None:
         if select.tags.get("detector", change.detector) != change.detector:
             return []
+        if select.field == "first_at_s" and not change.detections:
+            return []  # no signal: there is no place (the point's -1 is not a time)
         value = float(change.detections if select.field == "detections" else change.first_at_s)
         evidence: dict[str, EvidenceValue] = {
             "detector": change.detector,

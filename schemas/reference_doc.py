@@ -116,8 +116,10 @@ ADDENDA: Mapping[str, str] = {
     ),
     "rules[].select.measurement": (
         "The alert engine evaluates `feature_drift`, `prediction_drift`, "
-        "`model_performance`, `data_quality` and `volume` (field `predictions`); a worker "
-        "refuses a rule on another series (`driftline check-config` does not check this)."
+        "`model_performance`, `data_quality`, `volume` (field `predictions`) and "
+        "`change_points` (fields `detections` and `first_at_s`, the latter only in windows "
+        "with a change); a worker refuses a rule on another series or field "
+        "(`driftline check-config` does not check this)."
     ),
 }
 """Key path → a sentence appended to the key's description."""

@@ -705,7 +705,7 @@ def refused_for_good(error: BaseException) -> bool:
         if isinstance(cause, _REFUSED_FOR_GOOD):
             return True
         seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return False
 
 
@@ -759,9 +759,13 @@ class _InputHandler:
         # Outputs of the batches first: a checkpoint never covers a partial
         # or a dead letter the broker has not acknowledged.
         await self.app.producer.flush()
-        dead, self.sent_dead = self.sent_dead, []
+        # Taken off only once gathered: cancelled meanwhile, they are seen again.
+        dead, sent = list(self.sent_dead), list(self.sent)
+        dead_results = await asyncio.gather(*dead, return_exceptions=True)
+        sent_results = await asyncio.gather(*sent, return_exceptions=True)
+        del self.sent_dead[: len(dead)], self.sent[: len(sent)]
         failures: list[BaseException] = []
-        for result in await asyncio.gather(*dead, return_exceptions=True):
+        for result in dead_results:
             if isinstance(result, BaseException) and refused_for_good(result):
                 # A dead letter the broker refuses as too large would be
                 # refused again on a replay: counted and logged, not retried.
@@ -769,12 +773,7 @@ class _InputHandler:
                 log.error("dead letter not delivered: %r", result)
             elif isinstance(result, BaseException):
                 failures.append(result)  # a timeout, a leader moving: retried by the rewind
-        sent, self.sent = self.sent, []
-        failures += [
-            result
-            for result in await asyncio.gather(*sent, return_exceptions=True)
-            if isinstance(result, BaseException)
-        ]
+        failures += [result for result in sent_results if isinstance(result, BaseException)]
         if any(refused_for_good(failure) for failure in failures):
             # A partial the broker refuses as too large is refused again on every
             # replay: the partitions cannot move on until the limit is raised.

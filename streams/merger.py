@@ -170,6 +170,7 @@ class WindowMerger:
         """Partials dropped because their window starts outside line protocol's times."""
         self.incomplete_drift = 0
         """Windows whose drift was not computed: their sketches missed some predictions."""
+        self._observed_drift: set[WindowKey] = set()
         self._observed_early: dict[WindowKey, tuple[int, bool, float]] = {}
         """Windows the alert rules judged while their points were held back
         (:meth:`observe_held`): for performance, with how many labels, whether
@@ -526,12 +527,12 @@ class WindowMerger:
         now = self.clock()
         for key in sorted(self._drift):
             slot = self._drift[key]
-            if key in self._observed_early or not self._ready(key, slot, now):
+            if key in self._observed_drift or not self._ready(key, slot, now):
                 continue
             counted = self.incomplete_drift
             self._evaluate_drift(key, list(slot.partials.values()))
             self.incomplete_drift = counted  # counted once, when the window is evaluated
-            self._observed_early[key] = (-1, True, now)
+            self._observed_drift.add(key)
         for key in sorted(self._performance):
             perf_slot = self._performance[key]
             model = self._model(key.model_id)
@@ -552,7 +553,7 @@ class WindowMerger:
         output: list[Point] = []
         ready = [key for key, slot in self._drift.items() if self._ready(key, slot, now)]
         for key in sorted(ready):
-            self._observed_early.pop(key, None)
+            self._observed_drift.discard(key)
             drift_slot = self._drift.pop(key)
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
             self._closed[key] = (result.predictions, frozenset(drift_slot.partials))

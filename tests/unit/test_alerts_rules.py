@@ -7,14 +7,22 @@ from typing import Any
 
 import pytest
 
-from alerts import AlertError, AlertKey, WindowObservation, check_rule, evaluate_rule
+from alerts import (
+    AlertError,
+    AlertKey,
+    ChangePoints,
+    WindowObservation,
+    check_rule,
+    evaluate_rule,
+)
 from alerts.outcome import RuleOutcome
+from alerts.selector import series_values
 from alerts.volume import VolumeBaseline
 from detectors.multiple_testing import dataset_drift
 from detectors.performance import PerformanceResult
 from detectors.quality import DataQualityResult
 from detectors.result import DriftResult, insufficient
-from schemas.config import ModelConfig, RuleConfig
+from schemas.config import ModelConfig, RuleConfig, SelectorConfig
 
 START = datetime(2026, 11, 23, 10, tzinfo=UTC)
 END = START + timedelta(hours=1)
@@ -485,3 +493,25 @@ def test_observation_checks_name_the_field() -> None:
     shifted = WindowObservation("churn", "3", "all", local, local + timedelta(hours=1))
     assert shifted.window_start == datetime(2026, 11, 23, 12, tzinfo=UTC)
     assert shifted.window_start.utcoffset() == timedelta(0)
+
+
+def test_a_threshold_rule_reads_change_points_by_detector_and_skips_a_missing_place() -> None:
+    start = datetime(2026, 11, 23, 10, tzinfo=UTC)
+
+    def window(detections: int, first_at_s: float) -> WindowObservation:
+        return WindowObservation(
+            "churn", "1", "all", start, start + timedelta(minutes=1),
+            change_points=ChangePoints("adwin", detections, first_at_s, 300),
+        )  # fmt: skip
+
+    def select(field: str, **tags: str) -> SelectorConfig:
+        return SelectorConfig(measurement="change_points", field=field, tags=tags)
+
+    changed = window(2, 40.0)
+    assert [v.value for v in series_values(select("detections"), changed)] == [2.0]
+    assert [v.value for v in series_values(select("first_at_s"), changed)] == [40.0]
+    assert series_values(select("detections", detector="ddm"), changed) == []
+    assert series_values(select("detections", segment="region=eu"), changed) == []
+    # Without a change there is no place: first_at_s < 30 must not read the point's -1.
+    assert series_values(select("first_at_s"), window(0, -1.0)) == []
+    assert [v.value for v in series_values(select("detections"), window(0, -1.0))] == [0.0]

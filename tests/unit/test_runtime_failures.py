@@ -273,6 +273,49 @@ def test_a_loop_cancelled_in_the_middle_of_a_batch_saves_nothing(tmp_path: Path)
     assert consumer.commits == []
 
 
+def test_a_loop_cancelled_while_its_checkpoint_awaits_deliveries_saves_nothing(
+    tmp_path: Path,
+) -> None:
+    worker = make_worker(tmp_path)
+
+    class Unconfirmed(FakeTopic):
+        """Sends whose delivery is never confirmed (futures left pending)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.futures: list[asyncio.Future[Any]] = []
+
+        async def send(self, key: bytes | None = None, value: bytes = b"") -> Awaitable[Any]:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.futures.append(future)
+            return future
+
+    partials = Unconfirmed()
+    handler = _InputHandler(FakeApp(), worker, FakeTopic(), partials)
+    consumer = FakeConsumer({("p", 0), ("l", 0)}, [[*predictions(6), closing()]])
+    loop = BatchConsumer(  # checkpoints after every batch, as the merge loop does
+        worker.settings,
+        ["p", "l"],
+        handler,
+        LoopSettings("g", checkpoint_interval_s=0.0),
+        consumer_factory=lambda **_: consumer,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(loop.run())
+        while not (partials.futures and loop.batches == 1):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the checkpoint now waits for the deliveries
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert partials.futures and not any(f.done() and not f.cancelled() for f in partials.futures)
+    assert not (tmp_path / "data" / "checkpoints" / "partition-0.bin").exists()
+    assert consumer.commits == []
+
+
 def test_a_revoked_partition_goes_even_when_its_checkpoint_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

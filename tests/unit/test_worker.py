@@ -183,6 +183,49 @@ def test_alerts_go_out_while_the_store_is_down_and_not_again_when_it_is_back(
     assert {p.measurement for p in lines} >= {"feature_drift", "volume"}
 
 
+def _held_worker(tmp_path: Path, rule: dict[str, object]) -> Worker:
+    """A worker whose store is down and whose sink is at its high-water mark."""
+    worker = _store_down_worker(tmp_path, max_buffered_points=8)
+    document = CONFIG.model_dump(mode="json", exclude_unset=True)
+    document["rules"] = [rule]
+    worker.config = MonitorConfig.model_validate(document)
+    worker.sink.add(parse_line_protocol("x,model_id=m f=1 1\nx,model_id=m f=2 2\nx f=3 3\nx f=4 4"))
+    worker.merger(0)
+    worker.engines[0] = AlertEngine(worker.config)
+    return worker
+
+
+def test_while_held_a_drift_window_is_judged_though_its_performance_was_judged_first(
+    tmp_path: Path,
+) -> None:
+    rule = {"name": "any-ks", "kind": "feature_drift", "metric": "ks", "op": ">=", "threshold": 0}
+    worker = _held_worker(tmp_path, rule)
+    first = [*_closing_batch()[:-1], RawMessage("l", 0, 0, b"a0", label("a0", 20, 1))]
+    _, partials = worker.ingest(first)
+    worker.merge([(0, value) for _, value in partials])  # its performance window, judged
+    _, partials = worker.ingest(_closing_batch()[-1:])  # closes the drift window
+    outbox = worker.merge([(0, value) for _, value in partials])
+    assert worker.held_back == 2
+    assert sorted(orjson.loads(value)["segment"] for _, value in outbox.alerts) == [
+        "all",
+        "region=eu",
+    ]
+
+
+def test_while_held_a_performance_window_is_judged_with_its_drift_window(tmp_path: Path) -> None:
+    rule = {"name": "acc", "kind": "performance_drop", "metric": "accuracy", "threshold": 2.0}
+    worker = _held_worker(tmp_path, {**rule, "min_coverage": 0.0})
+    batch = _closing_batch()
+    batch.insert(6, RawMessage("l", 0, 0, b"a0", label("a0", 20, 1)))
+    _, partials = worker.ingest(batch)
+    outbox = worker.merge([(0, value) for _, value in partials])
+    assert worker.held_back == 1
+    assert sorted(orjson.loads(value)["segment"] for _, value in outbox.alerts) == [
+        "all",
+        "region=eu",
+    ]
+
+
 def test_a_refused_message_with_a_lone_surrogate_and_nan_does_not_stop_the_batch(
     tmp_path: Path,
 ) -> None:
