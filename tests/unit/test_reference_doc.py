@@ -171,8 +171,10 @@ def test_documented_settings_defaults_are_what_an_empty_environment_gives(
 def test_the_note_on_threshold_rules_names_what_the_alert_engine_evaluates() -> None:
     named = set(re.findall(r"`([a-z_]+)`", ADDENDA["rules[].select.measurement"]))
     assert set(SUPPORTED_FIELDS) <= named
-    assert named - set(SUPPORTED_FIELDS) == {"predictions"}  # the one field of volume
+    # the fields named are those of the measurements the engine reads only in part
+    assert named - set(SUPPORTED_FIELDS) == {"predictions", "detections", "first_at_s"}
     assert SUPPORTED_FIELDS["volume"] == ("predictions",)
+    assert SUPPORTED_FIELDS["change_points"] == ("detections", "first_at_s")
 
 
 class _Undocumented(BaseModel):
