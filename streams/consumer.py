@@ -300,8 +300,8 @@ class BatchConsumer:
             try:
                 if failed:
                     log.error(
-                        "group %s: the consumer loop stopped in a batch; %d partitions keep "
-                        "their last checkpoint",
+                        "group %s: the consumer loop ended on an error or inside a batch; %d "
+                        "partitions keep their last checkpoint",
                         self.loop_settings.group_id,
                         len(self._owned),
                     )
