@@ -529,9 +529,7 @@ class WindowMerger:
             slot = self._drift[key]
             if key in self._observed_drift or not self._ready(key, slot, now):
                 continue
-            counted = self.incomplete_drift
-            self._evaluate_drift(key, list(slot.partials.values()))
-            self.incomplete_drift = counted  # counted once, when the window is evaluated
+            self._evaluate_drift(key, list(slot.partials.values()), early=True)
             self._observed_drift.add(key)
         for key in sorted(self._performance):
             perf_slot = self._performance[key]
@@ -542,10 +540,10 @@ class WindowMerger:
             final = self._final(key, model, perf_slot, now)
             if not (perf_slot.pending or final):
                 continue
-            labelled = self._merged_performance(model, perf_slot).n_labelled
-            if seen is None or seen[:2] != (labelled, final):
-                self._evaluate_performance(model, key, perf_slot, final)
-            self._observed_early[key] = (labelled, final, now)
+            merged = self._merged_performance(model, perf_slot)
+            if seen is None or seen[:2] != (merged.n_labelled, final):
+                self._evaluate_performance(model, key, merged, final)
+            self._observed_early[key] = (merged.n_labelled, final, now)
 
     def evaluate(self) -> list[Point]:
         """Points of every window that became ready since the last call."""
@@ -567,14 +565,15 @@ class WindowMerger:
             # A window made final by another partition's watermark is written once
             # more with is_final, even when nothing new came since its last point.
             if final or (slot.pending and now - slot.last_emitted >= interval):
-                output.extend(self._evaluate_performance(model, key, slot, final))
+                merged = self._merged_performance(model, slot)
+                output.extend(self._evaluate_performance(model, key, merged, final))
                 slot.pending = False
                 slot.last_emitted = now
                 if key in self._closed:
                     with_volume.add(key)
                     self._record_counts(key)
             if final:
-                self._settled[key] = self._merged_performance(model, slot).n_labelled
+                self._settled[key] = merged.n_labelled
                 self._performance.pop(key)
                 self._observed_early.pop(key, None)
         output.extend(self._evaluate_counts_only(now, with_volume))
@@ -636,7 +635,15 @@ class WindowMerger:
             self._counts_emitted[key] = counts
         return output
 
-    def _evaluate_drift(self, key: WindowKey, partials: list[DriftPartial]) -> DriftWindowResult:
+    def _evaluate_drift(
+        self, key: WindowKey, partials: list[DriftPartial], *, early: bool = False
+    ) -> DriftWindowResult:
+        """The window's drift, data quality and volume, and its observation for the rules.
+
+        ``early``: judged while its points are held back (:meth:`observe_held`);
+        a window without complete sketches is counted and logged only when it
+        is evaluated for good.
+        """
         model = self._model(key.model_id)
         predictions = sum(partial.predictions for partial in partials)
         reference = self.load_reference(key.model_id, key.model_version)
@@ -646,7 +653,7 @@ class WindowMerger:
         qualities: dict[str, DataQualityResult] = {}
         dataset: DatasetDriftDecision | None = None
         out: list[Point] = []
-        merged = self._sketches(key, partials, predictions, reference)
+        merged = self._sketches(key, partials, predictions, reference, early=early)
         if merged is not None and reference is not None:
             for feature in model.features:
                 sketch = merged.features.get(feature.name)
@@ -732,6 +739,8 @@ class WindowMerger:
         partials: list[DriftPartial],
         predictions: int,
         reference: ReferenceProfile | None,
+        *,
+        early: bool = False,
     ) -> DriftAccumulator | None:
         """The window's merged sketches, or None when they did not count every prediction.
 
@@ -747,6 +756,8 @@ class WindowMerger:
         accumulators = [DriftAccumulator.from_bytes(payload, reference) for payload in payloads]
         sketched = sum(accumulator.predictions for accumulator in accumulators)
         if sketched != predictions:
+            if early:
+                return None
             self.incomplete_drift += 1
             log.warning(
                 "drift of %s version %s, segment %s, window %s not computed: its sketches "
@@ -821,9 +832,8 @@ class WindowMerger:
         return merged
 
     def _evaluate_performance(
-        self, model: ModelConfig, key: WindowKey, slot: _PerformanceSlot, final: bool
+        self, model: ModelConfig, key: WindowKey, merged: PerformanceAccumulator, final: bool
     ) -> list[Point]:
-        merged = self._merged_performance(model, slot)
         start = window_start(key)
         labelled = merged.n_labelled
         coverage = labelled / merged.predictions if merged.predictions else 0.0
