@@ -774,7 +774,8 @@ class _InputHandler:
             elif isinstance(result, BaseException):
                 failures.append(result)  # a timeout, a leader moving: retried by the rewind
         failures += [result for result in sent_results if isinstance(result, BaseException)]
-        if any(refused_for_good(failure) for failure in failures):
+        too_large = [failure for failure in failures if refused_for_good(failure)]
+        if too_large:
             # A partial the broker refuses as too large is refused again on every
             # replay: the partitions cannot move on until the limit is raised.
             log.error(
@@ -782,7 +783,7 @@ class _InputHandler:
                 "replay from their last checkpoint until the limits are raised (the producer "
                 "takes twice DRIFTLINE_MAX_MESSAGE_BYTES; the partials topic's "
                 "max.message.bytes): %r",
-                next(f for f in failures if refused_for_good(f)),
+                too_large[0],
             )
         if failures:
             raise OutputsLost(
@@ -892,11 +893,8 @@ def build_app(
             await app.producer.flush()
             for messages, sending, futures in rounds:
                 results = await asyncio.gather(*futures, return_exceptions=True)
-                failed = [r for r in results if isinstance(r, BaseException)]
-                delivered = next(
-                    (at for at, r in enumerate(results) if isinstance(r, BaseException)),
-                    len(results),
-                )
+                failed = [at for at, r in enumerate(results) if isinstance(r, BaseException)]
+                delivered = failed[0] if failed else len(results)
                 if messages[:delivered] == sending[:delivered]:
                     del messages[:delivered]
                 if failed:
@@ -905,7 +903,7 @@ def build_app(
                         "second: %r",
                         len(failed),
                         len(sending),
-                        failed[0],
+                        results[delivered],
                     )
 
     ingest_loop = BatchConsumer(
