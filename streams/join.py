@@ -660,6 +660,18 @@ class _Rows:
             grown[: self.size] = column[: self.size]
             self.columns[name] = grown
 
+    def fit(self, name: str, largest: int) -> None:
+        """Widen an integer column, if need be, to hold values up to ``largest``.
+
+        Code columns start as int8 and take int16, then int32, only when a
+        model has that many windows or profiles at once.
+        """
+        column = self.columns[name]
+        if largest <= np.iinfo(column.dtype).max:
+            return
+        dtype = next(t for t in (np.int16, np.int32, np.int64) if largest <= np.iinfo(t).max)
+        self.columns[name] = column.astype(dtype)
+
     def add_column(self, name: str, column: NDArray[Any]) -> None:
         """Add (or replace) a column; ``column`` covers the rows handed out so far."""
         capacity = len(self.columns[self.marker])
@@ -923,7 +935,7 @@ class _ModelJoin:
         self.score_aliases = () if policy is None else policy.score_aliases
         # Every held key (pending, joined or orphan), with its tag.
         self.keys = _Keys()
-        self.pending = _Rows("window", {"window": np.int32, "time": np.int64, "profile": np.int32})
+        self.pending = _Rows("window", {"window": np.int8, "time": np.int64, "profile": np.int8})
         self.orphans = _Rows(
             "live",
             {
@@ -994,6 +1006,7 @@ class _ModelJoin:
         if names is not None and len(names) > self.score_width:
             self._widen_scores(len(names))
         code = len(self.profiles)
+        self.pending.fit("profile", code)
         self.profiles.append(
             _Profile(
                 version,
@@ -1046,6 +1059,7 @@ class _ModelJoin:
                 self.window_deadline[code] = deadline_us
             else:
                 code = len(self.window_start)
+                self.pending.fit("window", code)
                 self.window_start.append(window_start_us)
                 self.window_deadline.append(deadline_us)
                 if code >= self.window_deadlines.size:

@@ -1508,6 +1508,30 @@ def _many_predictions(model: str, count: int, seconds: float) -> list[Prediction
     return events
 
 
+def test_window_and_profile_codes_widen_past_one_byte() -> None:
+    # 300 one-minute windows held at once (a long horizon) and 300 segments:
+    # both codes outgrow int8 (and uint8) while pending rows are stored.
+    policies = {"m": JoinPolicy(window_size_s=60, label_horizon_s=10**6, orphan_label_ttl_s=60)}
+    state = JoinState(0, policies)
+    events = [
+        prediction(f"p{index}", index * 60 + 30, segment={"shop": f"s{index}"})
+        for index in range(300)
+    ]
+    state.add_predictions(events, range(300))
+    model = state._models["m"]
+    assert model.pending["window"].dtype == np.int16
+    assert model.pending["profile"].dtype == np.int16
+    restored = JoinState.from_bytes(state.to_bytes(), policies)
+    pairs = restored.add_labels([label(f"p{index}", 20_000) for index in range(300)], range(300))
+    assert len(pairs) == 300
+    for pair in pairs:
+        index = int(pair.prediction_id[1:])
+        assert pair.window_start_us == T0_US + index * 60_000_000
+        assert pair.prediction_time_us == T0_US + (index * 60 + 30) * 1_000_000
+        assert pair.segment == {"shop": f"s{index}"}
+    assert restored.pending_count == 0 and restored.joined_count == 300
+
+
 def test_a_large_state_round_trips_exactly() -> None:
     policies = {"m": JoinPolicy(3600, 10**6, 10**6), "n": JoinPolicy(600, 10**6, 10**6)}
     state = JoinState(1, policies)
@@ -1588,7 +1612,9 @@ def test_expiry_drops_whole_windows_at_once_and_frees_their_memory() -> None:
     finally:
         tracemalloc.stop()
     assert (first.pending_count, first.joined_count) == (0, 0)
-    assert emptied < 0.05 * full, (emptied, full)
+    # What stays is the interned tables (profiles, label values: about 56 KB
+    # here), compacted only once they outnumber the rows that use them.
+    assert emptied < 0.06 * full, (emptied, full)
 
 
 BYTES_PER_HELD_ID = {"pending": 64, "joined": 24, "half labelled": 42}
