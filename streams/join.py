@@ -84,14 +84,19 @@ of every held ``prediction_id`` with a 32-bit tag, in a few sorted numpy
 arrays of growing size (:class:`_Keys`: a batch is found with one binary
 search per array, new keys are merged into the smallest; 12 bytes a key, no
 hash table, no spare room), and the fields of
-pending predictions and orphan labels in numpy columns: times as int64 µs,
-class scores as float64 (a binary model's only the positive class's:
-``JoinPolicy.score_kept``), numeric predictions and labels as float64 with a
-small-int kind code, and version, segment, score class names and categorical
-predictions interned per model as one small-int *profile* code.  Measured
-with tracemalloc (``python -m benchmarks.join_memory``, spare capacity of the
-columns included): 30 bytes per id with half of them labelled and one
-class score kept (36 with the hash table before the sorted arrays, 235–250
+pending predictions and orphan labels in numpy columns: a pending
+prediction's window and profile as codes one byte wide (wider only while a
+model holds more than 127 windows or profiles) and its time as µs from its
+window's start (4 bytes for windows up to 71 minutes, 8 beyond), orphans'
+times as int64 µs, class scores as float64 (a binary model's only the
+positive class's: ``JoinPolicy.score_kept``), numeric predictions and labels
+as float64 with a small-int kind code, and version, segment, score class
+names and categorical predictions interned per model as one *profile* code.
+A pending prediction of a binary model with a one-hour window takes 14 bytes
+besides its key.  Measured with tracemalloc (``python -m
+benchmarks.join_memory``: two-day windows, two class scores, spare capacity
+of the columns included): 27 bytes per id with half of them labelled (30
+with 4-byte codes, 36 with the hash table before the sorted arrays, 235–250
 when ids were held as strings).  A batch is looked
 up with a few array operations, applied event by event in Python over that
 snapshot, and written back with array operations.
@@ -660,16 +665,22 @@ class _Rows:
             grown[: self.size] = column[: self.size]
             self.columns[name] = grown
 
-    def fit(self, name: str, largest: int) -> None:
-        """Widen an integer column, if need be, to hold values up to ``largest``.
+    def fit(self, name: str, largest: int, smallest: int = 0) -> None:
+        """Widen an integer column, if need be, to hold values from ``smallest`` to ``largest``.
 
         Code columns start as int8 and take int16, then int32, only when a
-        model has that many windows or profiles at once.
+        model has that many windows or profiles at once; time offsets start
+        as uint32 (windows up to 71 minutes) and take int64 beyond.
         """
         column = self.columns[name]
-        if largest <= np.iinfo(column.dtype).max:
+        info = np.iinfo(column.dtype)
+        if info.min <= smallest and largest <= info.max:
             return
-        dtype = next(t for t in (np.int16, np.int32, np.int64) if largest <= np.iinfo(t).max)
+        dtype = next(
+            t
+            for t in (np.int16, np.int32, np.int64)
+            if np.iinfo(t).min <= smallest and largest <= np.iinfo(t).max
+        )
         self.columns[name] = column.astype(dtype)
 
     def add_column(self, name: str, column: NDArray[Any]) -> None:
@@ -885,11 +896,11 @@ class _ModelJoin:
     """Join state of one model_id within the partition.
 
     Every held key is in ``keys`` (its 64-bit hash and a tag).  A pending
-    prediction also has a row of ``pending`` (window code, time, profile
-    code, and when the model needs them the float column ``pred`` and the 2-d
-    ``scores``); an orphan label a row of ``orphans`` (its key, label as float
-    and code, time, expiry).  A joined id has only its key, whose tag holds
-    its window code.  Windows,
+    prediction also has a row of ``pending`` (window code, time since the
+    window's start, profile code, and when the model needs them the float
+    column ``pred`` and the 2-d ``scores``); an orphan label a row of
+    ``orphans`` (its key, label as float and code, time, expiry).  A joined
+    id has only its key, whose tag holds its window code.  Windows,
     profiles and interned label values are small per-model tables.
     """
 
@@ -920,6 +931,7 @@ class _ModelJoin:
         "window_heap",
         "window_size_us",
         "window_start",
+        "window_starts",
         "windows_free",
     )
 
@@ -935,7 +947,8 @@ class _ModelJoin:
         self.score_aliases = () if policy is None else policy.score_aliases
         # Every held key (pending, joined or orphan), with its tag.
         self.keys = _Keys()
-        self.pending = _Rows("window", {"window": np.int8, "time": np.int64, "profile": np.int8})
+        # A pending prediction's time is held as the µs since its window's start.
+        self.pending = _Rows("window", {"window": np.int8, "time": np.uint32, "profile": np.int8})
         self.orphans = _Rows(
             "live",
             {
@@ -955,6 +968,7 @@ class _ModelJoin:
         self.window_start: list[int] = []
         self.window_deadline: list[int] = []
         self.window_deadlines: NDArray[np.int64] = np.empty(0, np.int64)
+        self.window_starts: NDArray[np.int64] = np.empty(0, np.int64)
         self.window_codes: dict[tuple[int, int], int] = {}
         self.windows_free: list[int] = []
         self.window_heap: list[tuple[int, int]] = []
@@ -1063,10 +1077,11 @@ class _ModelJoin:
                 self.window_start.append(window_start_us)
                 self.window_deadline.append(deadline_us)
                 if code >= self.window_deadlines.size:
-                    grown = np.empty(max(16, 2 * code), np.int64)
-                    grown[:code] = self.window_deadlines[:code]
-                    self.window_deadlines = grown
+                    size = max(16, 2 * code)
+                    self.window_deadlines = np.resize(self.window_deadlines, size)
+                    self.window_starts = np.resize(self.window_starts, size)
             self.window_deadlines[code] = deadline_us
+            self.window_starts[code] = window_start_us
             self.window_codes[key] = code
             heapq.heappush(self.window_heap, (deadline_us, code))
         self.last_window = (window_start_us, deadline_us, code)
@@ -1107,7 +1122,9 @@ class _ModelJoin:
         else:
             values = np.zeros(kind.size, np.float64 if name == "value" else np.int64)
         column = _PENDING_DETAIL.get(name)
-        if column is not None and pending.size and column in self.pending.columns:
+        if name == "time" and pending.size:
+            values[pending] = self.pending_times(ref[pending])
+        elif column is not None and pending.size and column in self.pending.columns:
             values[pending] = self.pending[column][ref[pending]]
         column = _ORPHAN_DETAIL.get(name)
         if column is not None and orphan.size:
@@ -1159,8 +1176,9 @@ class _ModelJoin:
         count = at.size
         rows = self.pending.allocate(count)
         pending = self.pending
-        pending["window"][rows] = columns["window"][at]
-        pending["time"][rows] = columns["time"][at]
+        windows = columns["window"][at]
+        pending["window"][rows] = windows
+        self._store_times(rows, columns["time"][at], windows)
         pending["profile"][rows] = columns["profile"][at]
         positions = at.tolist()
         if "pred" in pending.columns:
@@ -1188,6 +1206,22 @@ class _ModelJoin:
                         block[row, : len(values_row)] = values_row
                 pending["scores"][rows] = block
         return rows
+
+    def _store_times(
+        self, rows: NDArray[np.int64], times: NDArray[np.int64], windows: NDArray[Any]
+    ) -> None:
+        """Hold pending predictions' times (µs) as offsets from their windows' starts."""
+        if not rows.size:
+            return
+        offsets = times - self.window_starts[windows]
+        self.pending.fit("time", int(offsets.max()), int(offsets.min()))
+        self.pending["time"][rows] = offsets
+
+    def pending_times(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The times (µs) of pending predictions held in ``rows``."""
+        pending = self.pending
+        times: NDArray[np.int64] = self.window_starts[pending["window"][rows]]
+        return times + pending["time"][rows].astype(np.int64)
 
     def _store_orphans(
         self, batch: _Batch, columns: dict[str, NDArray[np.int64]], at: NDArray[np.int64]
@@ -2291,7 +2325,6 @@ def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dic
         key=lambda code: (model.window_deadline[code], model.window_start[code]),
     )
     window_remap = _remap(windows, window_count)
-    starts = np.asarray(model.window_start or [0], np.int64)
 
     profile_codes = store["profile"][pending_rows]
     used = _used(profile_codes, len(model.profiles))
@@ -2321,7 +2354,7 @@ def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dic
     writer.add("joined_window", codes(joined_windows, window_remap, len(windows)))
     writer.add("pending_key", keys[pending])
     writer.add("pending_window", codes(pending_windows, window_remap, len(windows)))
-    writer.add("pending_time", _narrow(store["time"][pending_rows] - starts[pending_windows]))
+    writer.add("pending_time", _narrow(store["time"][pending_rows].astype(np.int64)))
     writer.add("pending_profile", codes(profile_codes, profile_remap, len(profiles)))
     if numeric:
         writer.add("pending_pred", store["pred"][pending_rows])
@@ -2480,7 +2513,7 @@ def _load_model(
     store = model.pending
     pending_rows = store.allocate(pending_keys.size)
     store["window"][pending_rows] = pending_windows
-    store["time"][pending_rows] = pending_times
+    model._store_times(pending_rows, pending_times, pending_windows)
     store["profile"][pending_rows] = pending_profiles
     if "pred" in store.columns:
         store["pred"][pending_rows] = pending_preds

@@ -1521,6 +1521,7 @@ def test_window_and_profile_codes_widen_past_one_byte() -> None:
     model = state._models["m"]
     assert model.pending["window"].dtype == np.int16
     assert model.pending["profile"].dtype == np.int16
+    assert model.pending["time"].dtype == np.uint32  # µs from the window's start
     restored = JoinState.from_bytes(state.to_bytes(), policies)
     pairs = restored.add_labels([label(f"p{index}", 20_000) for index in range(300)], range(300))
     assert len(pairs) == 300
@@ -1530,6 +1531,23 @@ def test_window_and_profile_codes_widen_past_one_byte() -> None:
         assert pair.prediction_time_us == T0_US + (index * 60 + 30) * 1_000_000
         assert pair.segment == {"shop": f"s{index}"}
     assert restored.pending_count == 0 and restored.joined_count == 300
+
+
+def test_times_of_pending_predictions_stay_exact_in_windows_longer_than_71_minutes() -> None:
+    # A time is held as µs from its window's start: 32 bits hold 71.6 minutes,
+    # a two-day window's later predictions need the column widened.
+    policies = {"m": JoinPolicy(2 * 86_400, 3600, 3600)}
+    seconds = [0.000001, 4294.967295, 4294.967296, 86_400.5, 2 * 86_400 - 0.000001]
+    state = JoinState(0, policies)
+    state.add_predictions([prediction(f"p{i}", t) for i, t in enumerate(seconds)], range(5))
+    restored = JoinState.from_bytes(state.to_bytes(), policies)
+    labels = [label(f"p{i}", 2 * 86_400) for i in range(5)]
+    for joined in (state, restored):
+        pairs = joined.add_labels(labels, range(5))
+        assert [pair.prediction_time_us for pair in pairs] == [
+            T0_US + round(t * 1_000_000) for t in seconds
+        ]
+        assert {pair.window_start_us for pair in pairs} == {T0_US}
 
 
 def test_a_large_state_round_trips_exactly() -> None:
