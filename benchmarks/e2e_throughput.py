@@ -30,11 +30,16 @@ Measured, each with its target from issue 4 where it has one:
    split at the partials topic into the ingest and the merge side. The model's
    ``emit_interval`` is 1 s (the default), so the throttle is part of it.
 4. **Window-state memory.** A second worker on fresh topics whose model has
-   2-day windows, so every event falls in one window: its RSS
-   (``/proc/PID/status`` VmRSS) after 10⁴, 10⁵ and ``--memory-events``
+   2-day windows, so every event of a day's traffic falls in one window: its
+   RSS (``/proc/PID/status`` VmRSS) after 10⁴, 10⁵ and ``--memory-events``
    events, or as many as it applied when ``--memory-timeout`` ran out (said
    in the output), with the size of the window sketches and the number of ids
-   the join holds, from its checkpoints.
+   the join holds, from its checkpoints. Twice: the new worker's first
+   window, then the next window, whose traffic starts after the first one's
+   label horizon so the first one's join state is let go (the ids held show
+   it). The first reading includes the worker's own warm-up (its heap growing
+   to what backlog batches need); the second is a window filling in a worker
+   that has been running.
 
 ``--profile FILE`` runs the throughput worker under cProfile and prints its hot
 spots, then stops (cProfile's per-call cost inflates faust's per-message
@@ -120,6 +125,9 @@ THROUGHPUT_WINDOW_S = 300
 THROUGHPUT_RATE_PER_S = 100.0
 """Event-time rate of the throughput traffic: 30,000 predictions per 5-minute window."""
 MEMORY_WINDOW_S = 2 * 86_400
+MEMORY_DELAY_S = 7_200
+"""The next window's traffic starts this long after its start: past the first
+window's end + label horizon (1 h) + allowed lateness (30 s)."""
 LABEL_DELAY_S = 120.0
 CHUNK = 50_000
 TARGET_RATIO = 0.5
@@ -996,6 +1004,8 @@ def measure_latency(
 class MemoryPoint:
     """The memory worker after some events of its one window."""
 
+    window: int
+    """0: the worker's first window; 1: the next one, after the first one let go."""
     events: int
     target_events: int
     rss_kib: int
@@ -1029,7 +1039,12 @@ def memory_points(
     stack: contextlib.ExitStack,
     console: Console,
 ) -> list[MemoryPoint]:
-    """RSS of a worker whose model has one open window, after each step's events."""
+    """RSS of a worker after each step's events of a window, in two windows one after the other.
+
+    The second window's traffic starts after the first window's end plus the
+    label horizon (and the allowed lateness), so once it comes the first
+    window's join state is due to go.
+    """
     topics = topic_names("bench-memory")
     ensure_topics({"bootstrap.servers": bootstrap}, dict.fromkeys(topics.values(), partitions))
     data_dir = directory / "data"
@@ -1043,58 +1058,68 @@ def memory_points(
     progress = Progress(bootstrap, topics["partials"], partitions)
     progress.start()
     stack.callback(progress.finished.set)
-    now_s = time.time()
-    window_start_s = math.floor((now_s - 86_400) / MEMORY_WINDOW_S) * MEMORY_WINDOW_S
-    rate = steps[-1] / (86_400 - 600)  # the whole traffic within the window's first day
-    start = datetime.fromtimestamp(window_start_s + 60, tz=UTC)
+    # Both windows' traffic (a day each) is in the past: the worker refuses
+    # events stamped more than an hour ahead of its clock.
+    second_s = math.floor((time.time() - 86_400 - 2 * MEMORY_DELAY_S) / MEMORY_WINDOW_S)
+    second_s *= MEMORY_WINDOW_S
+    starts = [second_s - MEMORY_WINDOW_S + 60, second_s + MEMORY_DELAY_S]
+    rate = steps[-1] / (86_400 - MEMORY_DELAY_S)  # each window's traffic within a day
     producer = bulk_producer(bootstrap)
     delivered = Delivered()
     found: list[MemoryPoint] = []
-    produced = 0
+    produced = 0  # over both windows: ids stay unique
+    applied_before = 0
     began = time.monotonic()
-    for step in steps:
-        for chunk in traffic(
-            start=start + timedelta(seconds=produced / rate),
-            count=step - produced,
-            rate_per_s=rate,
-            label_share=label_share,
-            seed=seed + 1,
-            tag="m",
-            first_index=produced,
-        ):
-            produce(producer, topics["predictions"], chunk.predictions, delivered)
-            produce(producer, topics["labels"], chunk.labels, delivered)
-            worker.check()
-        flush(producer, delivered)
-        produced = step
-        remaining = timeout - (time.monotonic() - began)
-        targets = targets_of(delivered, topics, partitions)
-        applied = wait_applied(progress, targets, worker, max(remaining, 1.0))
-        processors = read_checkpoints(data_dir / "checkpoints", targets, reader, worker)
-        memory = worker.memory_kib()
-        join = [p.join for p in processors.values()]
-        point = MemoryPoint(
-            applied.predictions,
-            step,
-            memory["VmRSS"],
-            memory["VmHWM"],
-            window_sketch_bytes(processors),
-            sum(j.pending_count + j.joined_count + j.orphan_count for j in join),
-            sum(j.pending_count for j in join),
-            time.monotonic() - began,
-        )
-        found.append(point)
-        console.print(
-            f"  {point.events:,} events applied after {point.seconds:.0f} s: "
-            f"RSS {point.rss_kib / 1024:.0f} MiB, sketches {point.window_sketch_bytes:,} B, "
-            f"join holds {point.join_held:,} ids"
-        )
-        if not applied.complete:
-            console.print(
-                f"  [yellow]stopped at {applied.predictions:,} of {step:,} events: "
-                f"the --memory-timeout of {timeout:.0f} s ran out[/]"
+    for window, start_s in enumerate(starts):
+        start = datetime.fromtimestamp(start_s, tz=UTC)
+        console.print("  the worker's first window:" if window == 0 else "  the next window:")
+        first_index = produced
+        for step in steps:
+            for chunk in traffic(
+                start=start + timedelta(seconds=(produced - first_index) / rate),
+                count=first_index + step - produced,
+                rate_per_s=rate,
+                label_share=label_share,
+                seed=seed + 1 + window,
+                tag="m",
+                first_index=produced,
+            ):
+                produce(producer, topics["predictions"], chunk.predictions, delivered)
+                produce(producer, topics["labels"], chunk.labels, delivered)
+                worker.check()
+            flush(producer, delivered)
+            produced = first_index + step
+            remaining = timeout - (time.monotonic() - began)
+            targets = targets_of(delivered, topics, partitions)
+            applied = wait_applied(progress, targets, worker, max(remaining, 1.0))
+            processors = read_checkpoints(data_dir / "checkpoints", targets, reader, worker)
+            memory = worker.memory_kib()
+            join = [p.join for p in processors.values()]
+            point = MemoryPoint(
+                window,
+                applied.predictions - applied_before,
+                step,
+                memory["VmRSS"],
+                memory["VmHWM"],
+                window_sketch_bytes(processors),
+                sum(j.pending_count + j.joined_count + j.orphan_count for j in join),
+                sum(j.pending_count for j in join),
+                time.monotonic() - began,
             )
-            break
+            found.append(point)
+            console.print(
+                f"    {point.events:,} events applied after {point.seconds:.0f} s: "
+                f"RSS {point.rss_kib / 1024:.0f} MiB, sketches {point.window_sketch_bytes:,} B, "
+                f"join holds {point.join_held:,} ids"
+            )
+            if not applied.complete:
+                console.print(
+                    f"  [yellow]stopped at {point.events:,} of {step:,} events: "
+                    f"the --memory-timeout of {timeout:.0f} s ran out[/]"
+                )
+                worker.stop()
+                return found
+        applied_before = produced
     worker.stop()
     return found
 
@@ -1228,11 +1253,17 @@ def report(results: Results, args: argparse.Namespace, console: Console) -> None
                 "",
                 f"max {max(values, default=math.nan):.2f} s",
             )
-    memory = results.memory
+    for window, name in enumerate(("the worker's first window", "the next window")):
+        add_memory_rows(table, [p for p in results.memory if p.window == window], name)
+    console.print(table)
+
+
+def add_memory_rows(table: Table, memory: list[MemoryPoint], name: str) -> None:
+    """The memory run's readings of one window, and its RSS change against the target."""
     for point in memory:
         short = "" if point.events >= point.target_events else f" (of {point.target_events:,})"
         table.add_row(
-            f"worker RSS after {point.events:,} events in one window{short}",
+            f"worker RSS after {point.events:,} events in {name}{short}",
             _mib(point.rss_kib),
             "",
             f"peak {_mib(point.hwm_kib)}",
@@ -1265,7 +1296,6 @@ def report(results: Results, args: argparse.Namespace, console: Console) -> None
             "",
             f"{last.join_pending:,} pending at the end",
         )
-    console.print(table)
 
 
 def print_profile(path: Path, console: Console, top: int = 18) -> None:
