@@ -676,10 +676,12 @@ class _Rows:
         info = np.iinfo(column.dtype)
         if info.min <= smallest and largest <= info.max:
             return
+        # The new type holds what the column held as well as the new values.
+        low, high = min(smallest, int(info.min)), max(largest, int(info.max))
         dtype = next(
             t
             for t in (np.int16, np.int32, np.int64)
-            if np.iinfo(t).min <= smallest and largest <= np.iinfo(t).max
+            if np.iinfo(t).min <= low and high <= np.iinfo(t).max
         )
         self.columns[name] = column.astype(dtype)
 

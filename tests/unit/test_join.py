@@ -1533,6 +1533,16 @@ def test_window_and_profile_codes_widen_past_one_byte() -> None:
     assert restored.pending_count == 0 and restored.joined_count == 300
 
 
+def test_widening_a_column_keeps_the_values_it_held() -> None:
+    rows = streams.join._Rows("window", {"window": np.int8, "time": np.uint32})
+    held = rows.allocate(2)
+    rows["window"][held] = [0, 0]
+    rows["time"][held] = [3_000_000_000, 70_000]
+    rows.fit("time", 10, -1)  # a small range, but below what uint32 holds
+    assert rows["time"][:2].tolist() == [3_000_000_000, 70_000]
+    assert rows["time"].dtype == np.int64
+
+
 def test_times_of_pending_predictions_stay_exact_in_windows_longer_than_71_minutes() -> None:
     # A time is held as µs from its window's start: 32 bits hold 71.6 minutes,
     # a two-day window's later predictions need the column widened.
