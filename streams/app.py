@@ -50,6 +50,7 @@ from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
 from streams.partition import PartitionProcessor, write_atomically
 from streams.points import Point, parse_line_protocol
+from streams.reference import profile_mismatches
 from streams.sink import BufferedSink, SinkBackpressure, SinkError, make_sink
 from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
@@ -147,6 +148,21 @@ class ReferenceStore:
                     model_id,
                     version[:80],
                     exc,
+                    self.retry_s,
+                )
+            return None
+        model = self.config.model(model_id)
+        problems = [] if model is None else profile_mismatches(model, reference)
+        if problems:
+            if not quiet:
+                log.error(
+                    "reference profile for %s version %r at %s does not fit the configuration "
+                    "(%s): drift is not computed for it; rebuild it with `driftline reference "
+                    "build -c CONFIG` (read again every %.0f s)",
+                    model_id,
+                    version[:80],
+                    path,
+                    "; ".join(problems),
                     self.retry_s,
                 )
             return None

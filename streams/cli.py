@@ -29,6 +29,7 @@ from streams.allocator import fix_mmap_threshold, relax_collector
 from streams.app import build_app
 from streams.compare import run_compare
 from streams.demo import DemoPlan, run_demo
+from streams.partition import write_atomically
 from streams.producer import DeliveryError, EventProducer
 from streams.reference import ReferenceBuildError, build_reference
 from streams.replay import (
@@ -257,8 +258,13 @@ def reference_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"driftline reference: {exc}", highlight=False, markup=False)
         return EXIT_INVALID
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(reference.to_json(), encoding="utf-8")
+    try:
+        write_atomically(output, reference.to_json().encode("utf-8"))
+    except OSError as exc:
+        console.print(
+            f"driftline reference: cannot write '{output}': {exc}", highlight=False, markup=False
+        )
+        return EXIT_INVALID
     console.print(
         f"wrote {output}: {len(reference.features)} features, "
         f"baseline {dict(reference.baseline) or 'none'}",
@@ -307,7 +313,7 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
             check_file(path, kind)  # every file, before anything is sent
         with Progress(console=console) as progress:
             for kind, path, topic in files:
-                task = progress.add_task(f"{kind} from {path.name}", total=count_events(path))
+                task = progress.add_task(f"{kind} from {path.name}", total=count_events(path, kind))
                 for number, raw in read_events(path, kind):
                     if isinstance(raw, RowError):
                         report.invalid.append((number, f"{path.name}:{number}: {raw}"))

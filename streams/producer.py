@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas import DriftlineSettings, LabelEvent, PredictionEvent
 
@@ -55,6 +55,9 @@ class EventProducer:
             "linger.ms": 20,
             "compression.type": "lz4",
             "enable.idempotence": False,
+            # Room for the largest event the input limits accept (librdkafka's
+            # own default, 1,000,000 bytes, is below the 1 MiB limit).
+            "message.max.bytes": max(1_000_000, settings.max_message_bytes + 65_536),
             **(overrides or {}),
         }
         self._producer = Producer(config)
@@ -66,12 +69,15 @@ class EventProducer:
         self.recent_errors: deque[str] = deque(maxlen=20)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        with self._lock:
-            if error is None:
+        if error is None:
+            with self._lock:
                 self.delivered += 1
-                return
+            return
+        self._failed(f"{message.topic()} key={message.key()!r}: {error.str()}")
+
+    def _failed(self, reason: str) -> None:
+        with self._lock:
             self.failed += 1
-            reason = f"{message.topic()} key={message.key()!r}: {error.str()}"
             self.recent_errors.append(reason)
         log.error("delivery failed: %s", reason)
 
@@ -85,6 +91,12 @@ class EventProducer:
             except BufferError:
                 # The local queue is full: serve delivery reports to make room.
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                # Refused before it was queued (too large for the client, unknown
+                # topic): a failed delivery like any other, not an exception in
+                # the serving app's request path.
+                self._failed(f"{topic} key={key.encode()!r}: {exc.args[0].str()}")
+                break
         self._producer.poll(0)
 
     def send_prediction(self, event: PredictionEvent) -> None:

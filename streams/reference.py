@@ -92,7 +92,13 @@ def _baseline(
     else:
         multiclass = MulticlassStats().update(_categorical(target), _categorical(prediction))
         computed = multiclass.compute(metrics)
-    return {name: result.value for name, result in computed.items() if result.value is not None}
+    # A metric that overflowed (an MAE of inf from values near the float limit)
+    # is no baseline a rule could compare with.
+    return {
+        name: result.value
+        for name, result in computed.items()
+        if result.value is not None and np.isfinite(result.value)
+    }
 
 
 def build_reference(
@@ -184,4 +190,34 @@ def build_reference(
     for name, profile in features.items():
         if isinstance(profile, CategoricalProfile | NumericProfile) and profile.n == 0:
             raise ReferenceBuildError(f"column '{name}' of '{data}' has no values to profile")
-    return ReferenceProfile(model_id, version, features, prediction_profile, scores, baseline)
+    with _reading("the profile", data):
+        return ReferenceProfile(model_id, version, features, prediction_profile, scores, baseline)
+
+
+def _kind(profile: Profile) -> str:
+    return "numeric" if isinstance(profile, NumericProfile) else "categorical"
+
+
+def profile_mismatches(model: ModelConfig, reference: ReferenceProfile) -> list[str]:
+    """Where a profile disagrees with the model's configuration on a kind, one reason each.
+
+    A feature configured as categorical with a numeric profile (or the other
+    way round), or a prediction profiled as numeric for a classifier (or as
+    categorical for a regression model), cannot be tested: the profile was
+    built for another configuration (``driftline reference build`` without
+    ``-c`` types columns by their values).
+    """
+    problems = []
+    for feature in model.features:
+        profile = reference.features.get(feature.name)
+        if profile is not None and _kind(profile) != feature.kind:
+            problems.append(
+                f"feature '{feature.name}' is {feature.kind} in the configuration but "
+                f"{_kind(profile)} in the profile"
+            )
+    expected = "numeric" if model.task == "regression" else "categorical"
+    if reference.prediction is not None and _kind(reference.prediction) != expected:
+        problems.append(
+            f"the prediction of a {model.task} model is profiled as {_kind(reference.prediction)}"
+        )
+    return problems

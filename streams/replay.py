@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -27,6 +27,10 @@ from schemas import InputLimits
 from schemas.events import decode_label, decode_prediction
 
 PREDICTION_FIELDS = ("prediction_id", "model_id", "model_version", "timestamp", "prediction")
+LABEL_FIELDS = ("prediction_id", "model_id", "label", "timestamp")
+
+
+_BOM = "\ufeff".encode()
 
 
 class ReplayError(Exception):
@@ -149,12 +153,40 @@ def check_file(path: Path, kind: str) -> None:
     except OSError as exc:
         raise ReplayError(f"cannot read {kind} file '{path}': {exc}") from None
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            columns = csv.DictReader(handle).fieldnames or []
-        required = PREDICTION_FIELDS if kind == "predictions" else ("prediction_id", "label")
-        missing = [name for name in required if name not in columns]
-        if missing:
-            raise ReplayError(f"{kind} file '{path}' lacks columns: {', '.join(missing)}")
+        for _ in _csv_rows(path, kind):  # the whole file parses, before anything is sent
+            pass
+
+
+# Cells as long as a message may be: a larger one is refused by the event's
+# validation with its size, not by the CSV reader with a traceback.
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+
+
+def _csv_rows(path: Path, kind: str) -> Iterator[tuple[int, dict[str | None, Any]]]:
+    """``(line number where the row ends, row)`` of a CSV file, its header checked.
+
+    Raises
+    ------
+    ReplayError
+        Missing or repeated columns, or text that is not CSV (an unclosed
+        quote, for one), naming the line.
+    """
+    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, strict=True)
+        try:
+            columns = reader.fieldnames or []
+            repeated = sorted({name for name in columns if columns.count(name) > 1})
+            if repeated:
+                raise ReplayError(f"{kind} file '{path}' repeats columns: {', '.join(repeated)}")
+            required = PREDICTION_FIELDS if kind == "predictions" else LABEL_FIELDS
+            missing = [name for name in required if name not in columns]
+            if missing:
+                raise ReplayError(f"{kind} file '{path}' lacks columns: {', '.join(missing)}")
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise ReplayError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def read_events(path: Path, kind: str) -> Iterator[tuple[int, bytes | RowError]]:
@@ -168,26 +200,24 @@ def read_events(path: Path, kind: str) -> Iterator[tuple[int, bytes | RowError]]
     if suffix in (".jsonl", ".ndjson", ".json"):
         with path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
-                stripped = line.strip()
+                stripped = line.removeprefix(_BOM).strip() if number == 1 else line.strip()
                 if stripped:
                     yield number, stripped
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            required = PREDICTION_FIELDS if kind == "predictions" else ("prediction_id", "label")
-            missing = [name for name in required if name not in (reader.fieldnames or [])]
-            if missing:
-                raise ReplayError(f"{kind} file '{path}' lacks columns: {', '.join(missing)}")
-            convert = _prediction_from_row if kind == "predictions" else _label_from_row
-            width = len(reader.fieldnames or [])
-            for number, row in enumerate(reader, start=2):
-                if None in row or any(value is None for value in row.values()):
-                    extra = row.get(None) or ()
-                    absent = sum(value is None for value in row.values())
-                    cells = width + len(extra) - absent
-                    yield number, RowError(f"the row has {cells} cells; the header has {width}")
-                    continue
-                yield number, orjson.dumps(convert(row))
+        convert = _prediction_from_row if kind == "predictions" else _label_from_row
+        width = 0
+        for number, row in _csv_rows(path, kind):
+            width = width or len(row) - (None in row)
+            if None in row or any(value is None for value in row.values()):
+                extra = row.get(None) or ()
+                absent = sum(value is None for value in row.values())
+                cells = width + len(extra) - absent
+                yield number, RowError(f"the row has {cells} cells; the header has {width}")
+                continue
+            try:
+                yield number, orjson.dumps(convert(cast(dict[str, str], row)))
+            except TypeError as exc:  # orjson: an integer beyond 64 bits
+                yield number, RowError(f"a cell cannot be sent as JSON: {exc}")
     else:
         raise ReplayError(f"cannot tell the format of '{path}'; use .jsonl, .ndjson or .csv")
 
@@ -199,8 +229,9 @@ def validate(kind: str, raw: bytes, limits: InputLimits) -> str:
     return decode_label(raw, limits).prediction_id
 
 
-def count_events(path: Path) -> int:
-    """Events in a file (for the progress bar)."""
+def count_events(path: Path, kind: str) -> int:
+    """Events in a file (for the progress bar): CSV rows, or lines that are not blank."""
+    if path.suffix.lower() == ".csv":
+        return sum(1 for _ in _csv_rows(path, kind))
     with path.open("rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
-    return lines - 1 if path.suffix.lower() == ".csv" else lines
+        return sum(1 for line in handle if line.removeprefix(_BOM).strip())

@@ -170,3 +170,25 @@ def test_reference_build_names_the_column_it_cannot_read(
     assert done.returncode == 1
     assert expected in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_reference_build_leaves_out_an_overflowing_baseline_and_reports_an_unwritable_output(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "monitors.yaml").write_text(
+        "models: [{id: m, task: regression, reference: r.json,"
+        " features: [{name: x, kind: numeric}]}]\n"
+    )
+    # |1e308 - (-1e308)| overflows: the MAE is inf, no baseline a rule could use.
+    (tmp_path / "train.csv").write_text("x,y,p\n1.5,1e308,-1e308\n2.5,1,1\n3.5,2,2\n")
+    args = ["reference", "build", "--model", "m", "--version", "1",
+            "--data", str(tmp_path / "train.csv"), "-c", str(tmp_path / "monitors.yaml"),
+            "--target", "y", "--prediction", "p"]  # fmt: skip
+    done = run(*args, "-o", str(tmp_path / "ref.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    baseline = ReferenceProfile.from_json((tmp_path / "ref.json").read_bytes()).baseline
+    assert "mae" not in baseline and "rmse" not in baseline
+    (tmp_path / "taken").mkdir()
+    done = run(*args, "-o", str(tmp_path / "taken"))
+    assert done.returncode == 1
+    assert "cannot write" in done.stdout and "Traceback" not in done.stdout + done.stderr

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from alerts.engine import AlertEngine
+from detectors.profile import NumericProfile, ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
-from streams.app import Worker
+from streams.app import ReferenceStore, Worker
 from streams.decode import RawMessage
 from streams.points import parse_line_protocol
 from streams.sink import FileSink, InfluxSink, RetryPolicy, SinkError
@@ -246,3 +247,24 @@ def test_a_refused_message_with_a_lone_surrogate_and_nan_does_not_stop_the_batch
     assert orjson.loads(dead[0])["source_offset"] == 1
     assert partials  # encoded without error
     assert worker.processors[0].unattributed_dead_letters == 1
+
+
+def test_a_profile_that_does_not_fit_the_configuration_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Built without -c, 'plan' coded as numbers and a 0/1 prediction are numeric:
+    # the configured chi2 cannot test them (it raised in the merge loop).
+    misfit = ReferenceProfile(
+        "churn",
+        "1",
+        features={"x": REFERENCE.features["x"], "plan": NumericProfile.build([1.0, 2.0] * 50)},
+        prediction=NumericProfile.build([0.0, 1.0] * 50),
+    )
+    (tmp_path / "ref.json").write_text(misfit.to_json())
+    store = ReferenceStore(CONFIG, tmp_path, retry_s=0.0)
+    with caplog.at_level(logging.ERROR, logger="streams.app"):
+        assert store("churn", "1") is None
+    assert "feature 'plan' is categorical in the configuration but numeric" in caplog.text
+    assert "the prediction of a binary model is profiled as numeric" in caplog.text
+    (tmp_path / "ref.json").write_text(REFERENCE.to_json())  # rebuilt: read again
+    assert store("churn", "1") is not None
