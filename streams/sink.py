@@ -17,16 +17,24 @@ Nothing is dropped silently:
   with exponential back-off (:class:`RetryPolicy`), one WARNING per retry;
   when the attempts or the time budget run out, :class:`SinkUnavailable` is
   raised and the points stay buffered for the next flush;
-* a permanent failure (any other 4xx: bad token, missing bucket, a line the
-  server refuses) raises :class:`SinkError` naming the status and the first
-  rejected line; the points stay buffered, so the worker stops with offsets
-  uncommitted rather than losing them;
-* a partial write (InfluxDB's HTTP 422: the server stored the chunk but
-  refused some or all of its points for good, e.g. older than the bucket's
-  retention or a field of another type) cannot succeed on a retry: the chunk
-  is done, the refused points are counted (``rejected_points``, from the
-  server's ``dropped=N``, else the chunk's size) and logged with a WARNING
-  naming the server's reason, and writing goes on;
+* a server's ``Retry-After`` (seconds or an HTTP date) is waited for as
+  asked; one longer than the retry budget ends the flush, and no write is
+  tried before it has passed;
+* a partial write (InfluxDB 2.x's HTTP 422, or 400 with "partial write" from
+  1.8 and 3.x: the server stored the chunk but refused some or all of its
+  points for good, e.g. older than the bucket's retention or a field of
+  another type) cannot succeed on a retry: the chunk is done, the refused
+  points are counted (``rejected_points``, from the server's ``dropped=N``,
+  else the chunk's size) and logged with a WARNING naming the server's
+  reason, and writing goes on;
+* a chunk refused with another HTTP 400 (2.x refuses a whole request for one
+  line it cannot take) is written in halves down to the lines refused alone,
+  which are counted in ``rejected_points`` and logged with an ERROR naming
+  each, and writing goes on;
+* a permanent failure (any other 4xx: bad token, missing bucket; or a chunk
+  whose every line is refused alone) raises :class:`SinkError` naming the
+  status and the first rejected line; the points stay buffered, so the worker
+  holds its windows and offsets rather than losing them;
 * the buffer is bounded: when ``max_buffered_points`` are pending (the store
   is down and flushes keep failing), :meth:`~BufferedSink.add` raises
   :class:`SinkBackpressure` and accepts nothing of that batch; the worker
@@ -58,6 +66,7 @@ credentials or query strings.
 from __future__ import annotations
 
 import abc
+import email.utils
 import errno
 import fcntl
 import json
@@ -70,6 +79,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, cast
@@ -160,8 +170,8 @@ class SinkStats:
     dropped_empty_points
         Points not written because every field was NaN / ±inf.
     rejected_points
-        Points the store refused for good in a partial write (HTTP 422); not
-        in ``points_written``.
+        Points the store refused for good (a partial write, or a line refused
+        alone with HTTP 400); not in ``points_written``.
     """
 
     points_written: int = 0
@@ -225,9 +235,13 @@ class RetryPolicy:
                 raise ValueError(f"RetryPolicy: {message}")
 
     def delay(self, retry: int, retry_after_s: float | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
+        """Seconds to wait before retry number ``retry`` (1-based).
+
+        A server's ``Retry-After`` is waited for as asked, even beyond
+        ``max_delay_s`` (the time budget may then end the flush first).
+        """
         if retry_after_s is not None:
-            return min(self.max_delay_s, max(0.0, retry_after_s))
+            return max(0.0, retry_after_s)
         nominal = min(self.max_delay_s, self.initial_delay_s * self.multiplier ** (retry - 1))
         return nominal * (1.0 - self.jitter * random.random())
 
@@ -496,12 +510,22 @@ _DROPPED = re.compile(r"\bdropped=(\d+)")
 
 
 def _retry_after_s(exc: ApiException) -> float | None:
+    """The server's ``Retry-After`` in seconds: a number, or an HTTP date."""
     headers = getattr(exc, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime.now(UTC)).total_seconds()
 
 
 def _server_message(exc: ApiException) -> str:
@@ -514,6 +538,14 @@ def _server_message(exc: ApiException) -> str:
     if isinstance(parsed, dict):
         text = str(parsed.get("message") or parsed.get("error") or text)
     return text.strip()
+
+
+class _Refused(Exception):
+    """A request the server refused with HTTP 400 (while a refused chunk is halved)."""
+
+    def __init__(self, error: ApiException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class InfluxSink(BufferedSink):
@@ -584,6 +616,8 @@ class InfluxSink(BufferedSink):
             enable_gzip=enable_gzip,
         )
         self._write_api: WriteApi = self._client.write_api(write_options=SYNCHRONOUS)
+        self._quiet_until = 0.0
+        """Monotonic time before which the server asked (``Retry-After``) not to be called."""
 
     @property
     def url(self) -> str:
@@ -643,7 +677,7 @@ class InfluxSink(BufferedSink):
         )
 
     def _partial_write(self, exc: ApiException, lines: Sequence[str]) -> None:
-        """Count and log the points a 422 refused; the rest of the chunk is stored."""
+        """Count and log the points a partial write refused; the rest of the chunk is stored."""
         message = " ".join(_server_message(exc).split()) or "(no message)"
         dropped = _DROPPED.search(message)
         refused = min(int(dropped.group(1)), len(lines)) if dropped else len(lines)
@@ -651,16 +685,38 @@ class InfluxSink(BufferedSink):
             self._stats.rejected_points += refused
             self._stats.points_written -= refused  # flush() adds the whole chunk
         log.warning(
-            "%s refused %d of %d points for good (HTTP 422, not retried): %s",
+            "%s refused %d of %d points for good (HTTP %s, not retried): %s",
             self.target,
             refused,
             len(lines),
+            exc.status,
             self._scrub(message)[:300],
         )
 
-    def _write_chunk(self, lines: Sequence[str]) -> None:
+    def _refused_lines(self, lines: Sequence[str]) -> list[tuple[str, ApiException]]:
+        """Write a chunk the server refused with HTTP 400 in halves, down to the refused lines.
+
+        InfluxDB 2.x refuses a whole request for one line it cannot take;
+        halving finds that line and writes the others.  Returns each line
+        refused alone, with the server's answer.
+        """
+        try:
+            self._write_chunk(lines, split=False)
+        except _Refused as refused:
+            if len(lines) == 1:
+                return [(lines[0], refused.error)]
+            middle = len(lines) // 2
+            return self._refused_lines(lines[:middle]) + self._refused_lines(lines[middle:])
+        return []
+
+    def _write_chunk(self, lines: Sequence[str], *, split: bool = True) -> None:
         body = "\n".join(lines).encode("utf-8")
         started = time.monotonic()
+        if started < self._quiet_until:
+            raise SinkUnavailable(
+                f"{self.target} asked for no writes for {self._quiet_until - started:.1f} s more "
+                "(Retry-After); the points stay buffered"
+            )
         attempt = 0
         while True:
             attempt += 1
@@ -672,8 +728,15 @@ class InfluxSink(BufferedSink):
                 return
             except ApiException as exc:
                 status = int(exc.status or 0)
-                if status == 422:
+                if status == 422 or (
+                    status == 400 and "partial write" in _server_message(exc).lower()
+                ):
                     self._partial_write(exc, lines)
+                    return
+                if status == 400 and not split:
+                    raise _Refused(exc) from None
+                if status == 400:
+                    self._split_refused(exc, lines)
                     return
                 if status != 429 and status < 500:
                     raise self._permanent(exc, lines) from None
@@ -688,6 +751,8 @@ class InfluxSink(BufferedSink):
             delay = self.retry.delay(attempt, retry_after)
             elapsed = time.monotonic() - started
             if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_s:
+                if retry_after is not None:  # later flushes wait for it too
+                    self._quiet_until = time.monotonic() + delay
                 raise SinkUnavailable(
                     f"giving up writing {len(lines)} points to {self.target} after {attempt} "
                     f"attempts in {elapsed:.1f} s; last error: {reason}; the points stay "
@@ -705,6 +770,28 @@ class InfluxSink(BufferedSink):
                 delay,
             )
             time.sleep(delay)
+
+    def _split_refused(self, exc: ApiException, lines: Sequence[str]) -> None:
+        """A chunk refused with HTTP 400: the lines the server takes are written, the others
+        counted and logged; a chunk refused line by line stays buffered (SinkError)."""
+        if len(lines) == 1:
+            refused = [(lines[0], exc)]
+        else:
+            middle = len(lines) // 2
+            refused = self._refused_lines(lines[:middle]) + self._refused_lines(lines[middle:])
+            if len(refused) == len(lines):
+                # Every line alone is refused too: the request, not a line, is at fault.
+                raise self._permanent(exc, lines) from None
+        with self._lock:
+            self._stats.rejected_points += len(refused)
+            self._stats.points_written -= len(refused)  # flush() adds the whole chunk
+        for line, error in refused:
+            log.error(
+                "%s refused a point for good (HTTP 400, not retried): %s; the point: %s",
+                self.target,
+                self._scrub(" ".join(_server_message(error).split()) or "(no message)")[:300],
+                self._scrub(line)[:300],
+            )
 
     def _release(self) -> None:
         self._client.close()
@@ -785,10 +872,20 @@ class FileSink(BufferedSink):
             self.path,
         )
 
+    def _ends_a_line(self, size: int) -> bool:
+        with self.path.open("rb") as reader:
+            reader.seek(size - 1)
+            return reader.read(1) == b"\n"
+
     def _write_chunk(self, lines: Sequence[str]) -> None:
         data = ("\n".join(lines) + "\n").encode("utf-8")
         with self._locked():
             size = os.fstat(self._fd).st_size
+            if size and not self._ends_a_line(size):
+                # Another worker sharing the file died in the middle of an append:
+                # its torn line would swallow the start of this chunk.
+                self._cut_torn_tail()
+                size = os.fstat(self._fd).st_size
             try:
                 view = memoryview(data)
                 while view:

@@ -6,6 +6,7 @@ and times typed out here), never from the line protocol the code produces.
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import json
 import logging
@@ -430,6 +431,40 @@ def test_429_and_500_are_retried_too(scripted: Callable[..., ScriptedInflux]) ->
     assert len(server.received) == 4
 
 
+def test_retry_after_is_waited_for_even_beyond_the_policys_longest_delay(
+    scripted: Callable[..., ScriptedInflux],
+) -> None:
+    # an HTTP date has whole seconds: 3 s ahead is at least 2 s ahead
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    server = scripted((429, b"", {"Retry-After": "0.4"}), (503, b"", {"Retry-After": later}))
+    points, _ = three_points()
+    policy = RetryPolicy(max_attempts=5, initial_delay_s=0.01, max_delay_s=0.02, jitter=0.0)
+    with InfluxSink(server.url, org="o", bucket="b", retry=policy) as sink:
+        sink.add(points)
+        started = time.monotonic()
+        sink.flush()
+        # 0.4 s, then until the HTTP date, at least 2 s after the start
+        assert time.monotonic() - started >= 1.9
+    assert len(server.received) == 3
+
+
+def test_a_retry_after_beyond_the_budget_holds_later_flushes_back_too(
+    scripted: Callable[..., ScriptedInflux],
+) -> None:
+    server = scripted((429, b"", {"Retry-After": "30"}))
+    points, _ = three_points()
+    sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST)
+    sink.add(points)
+    with pytest.raises(SinkUnavailable, match="HTTP 429"):
+        sink.flush()
+    with pytest.raises(SinkUnavailable, match=r"asked for no writes for [23]\d\.\d s more"):
+        sink.flush()
+    assert sink.pending == 3
+    assert len(server.received) == 1  # the second flush did not call it
+    with pytest.raises(SinkError, match="3 points not written"):
+        sink.close()
+
+
 def test_a_timed_out_request_is_retried(
     scripted: Callable[..., ScriptedInflux], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -445,12 +480,41 @@ def test_a_timed_out_request_is_retried(
     assert "(attempt 1/5): ReadTimeoutError" in caplog.text
 
 
-def test_400_is_permanent_and_names_the_rejected_line(
+def test_a_line_refused_with_400_is_isolated_and_the_others_are_written(
+    scripted: Callable[..., ScriptedInflux],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # InfluxDB 2.x refuses a whole request for one line it cannot take: kept at
+    # the head of the buffer, that line used to stop every later write.
+    points, lines = three_points()
+    body = json.dumps({"code": "invalid", "message": f"unable to parse '{lines[1]}'"}).encode()
+    refused = (400, body, {})
+    # the chunk, then its halves [l0] and [l1, l2], then [l1] and [l2]
+    server = scripted(refused, (204, b"", {}), refused, refused, (204, b"", {}))
+    sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST)
+    sink.add(points)
+    sink.flush()
+    assert [r.body for r in server.received] == [
+        "\n".join(lines),
+        lines[0],
+        "\n".join(lines[1:]),
+        lines[1],
+        lines[2],
+    ]
+    assert sink.pending == 0
+    assert (sink.stats.points_written, sink.stats.rejected_points) == (2, 1)
+    assert "refused a point for good (HTTP 400, not retried): unable to parse" in caplog.text
+    assert f"the point: {lines[1]}" in caplog.text
+
+
+def test_400_for_every_line_alone_is_permanent_and_names_the_rejected_line(
     scripted: Callable[..., ScriptedInflux],
 ) -> None:
+    # Every line refused alone too: the request is at fault, not a line.
     points, lines = three_points()
     message = f"unable to parse '{lines[1]}': invalid field format"
-    server = scripted((400, json.dumps({"code": "invalid", "message": message}).encode(), {}))
+    body = json.dumps({"code": "invalid", "message": message}).encode()
+    server = scripted(*[(400, body, {})] * 5)
     sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST)
     sink.add(points)
     with pytest.raises(SinkError) as caught:
@@ -460,30 +524,33 @@ def test_400_is_permanent_and_names_the_rejected_line(
     assert "HTTP 400" in str(caught.value)
     assert caught.value.rejected_line == lines[1]
     assert f"first rejected line: {lines[1]}" in str(caught.value)
-    assert len(server.received) == 1
+    assert len(server.received) == 5
     assert sink.stats.write_retries == 0
     assert sink.stats.write_failures == 1
     assert sink.pending == 3  # kept, not dropped
 
 
 @pytest.mark.parametrize(
-    ("message", "refused"),
+    ("status", "message", "refused"),
     [
-        ("partial write: points beyond retention policy dropped=1", 1),
-        ("failure writing points to database: partial write: field type conflict", 3),
+        (422, "partial write: points beyond retention policy dropped=1", 1),
+        (422, "failure writing points to database: partial write: field type conflict", 3),
+        # InfluxDB 1.8 and 3.x answer a partial write with 400
+        (400, "partial write: field type conflict: input field ... dropped=2", 2),
     ],
 )
 def test_a_partial_write_is_counted_and_the_next_points_still_go_out(
     scripted: Callable[..., ScriptedInflux],
     caplog: pytest.LogCaptureFixture,
+    status: int,
     message: str,
     refused: int,
 ) -> None:
-    # A 422 will never succeed on a retry: kept at the head of the buffer, it
-    # used to stop every later write.
+    # A partial write will never succeed on a retry: kept at the head of the
+    # buffer, it used to stop every later write.
     points, lines = three_points()
     body = json.dumps({"code": "unprocessable entity", "message": message}).encode()
-    server = scripted((422, body, {}))
+    server = scripted((status, body, {}))
     sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST, chunk_size=3)
     sink.add(points)
     sink.flush()
@@ -493,7 +560,7 @@ def test_a_partial_write_is_counted_and_the_next_points_still_go_out(
     assert [r.body for r in server.received] == ["\n".join(lines), lines[0]]
     assert (sink.stats.rejected_points, sink.stats.points_written) == (refused, 4 - refused)
     assert sink.stats.write_retries == sink.stats.write_failures == 0
-    assert f"refused {refused} of 3 points for good (HTTP 422, not retried)" in caplog.text
+    assert f"refused {refused} of 3 points for good (HTTP {status}, not retried)" in caplog.text
     sink.close()
 
 
@@ -744,6 +811,23 @@ def test_file_sink_cuts_a_torn_last_line(tmp_path: Path, caplog: pytest.LogCaptu
     assert read_line_protocol(path) == [
         Point("volume", (("model_id", "m"),), {"predictions": 1}, 5),
         Point("volume", (("model_id", "m"),), {"predictions": 3}, 6),
+    ]
+
+
+def test_file_sink_cuts_a_line_torn_by_another_writer_before_appending(tmp_path: Path) -> None:
+    # Workers share the file: one killed in the middle of an append leaves a
+    # torn line that the next append of another worker would continue.
+    path = tmp_path / "metrics.lp"
+    with FileSink(path) as sink:
+        sink.add([Point("volume", (("model_id", "a"),), {"predictions": 1}, 5)])
+        sink.flush()
+        with path.open("ab") as other:
+            other.write(b"volume,model_id=b predic")
+        sink.add([Point("volume", (("model_id", "a"),), {"predictions": 2}, 6)])
+        sink.flush()
+    assert read_line_protocol(path) == [
+        Point("volume", (("model_id", "a"),), {"predictions": 1}, 5),
+        Point("volume", (("model_id", "a"),), {"predictions": 2}, 6),
     ]
 
 
