@@ -488,7 +488,7 @@ def test_a_line_refused_with_400_is_isolated_and_the_others_are_written(
     # the head of the buffer, that line used to stop every later write.
     points, lines = three_points()
     body = json.dumps({"code": "invalid", "message": f"unable to parse '{lines[1]}'"}).encode()
-    refused = (400, body, {})
+    refused: tuple[int, bytes, dict[str, str]] = (400, body, {})
     # the chunk, then its halves [l0] and [l1, l2], then [l1] and [l2]
     server = scripted(refused, (204, b"", {}), refused, refused, (204, b"", {}))
     sink = InfluxSink(server.url, org="o", bucket="b", retry=FAST)
