@@ -309,9 +309,14 @@ class Worker:
                     self._log_merger(partition, merger)
                 self.engines.pop(partition, None)
                 self.unpublished.pop(partition, None)  # in its checkpoint, for the next owner
-                # still in the sink's buffer, and in the partition's checkpoint
-                # for whoever takes it over: written twice at worst (idempotent)
-                self.unflushed.pop(partition, None)
+                # Its points not confirmed yet are in the partition's checkpoint
+                # for whoever takes it over.  Written from here too, they could
+                # land after the new owner's later value of the same point (a
+                # corrected performance window) and overwrite it.
+                unconfirmed = self.unflushed.pop(partition, [])
+                sequences = {sequence for sequence, _ in unconfirmed}
+                self._overflow = [e for e in self._overflow if e[0] not in sequences]
+                self.sink.discard(line for _, line in unconfirmed)
 
     def merger(self, partition: int) -> WindowMerger:
         """The merger of a partials partition, restored from its checkpoint if any."""

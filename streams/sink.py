@@ -417,7 +417,13 @@ class BufferedSink(abc.ABC):
                     raise
                 elapsed_ms = (time.monotonic() - started) * 1000
                 with self._lock:
-                    del self._buffer[: len(chunk)]
+                    # What is left of the chunk is the head of the buffer
+                    # (discard() may have taken some of it out meanwhile).
+                    written = {id(entry) for entry in chunk}
+                    head = 0
+                    while head < len(self._buffer) and id(self._buffer[head]) in written:
+                        head += 1
+                    del self._buffer[:head]
                     self._stats.points_written += len(chunk)
                     self._last_failure = None
                 remaining -= len(chunk)
@@ -430,6 +436,21 @@ class BufferedSink(abc.ABC):
                     _utc_text(max(times)),
                     elapsed_ms,
                 )
+
+    def discard(self, lines: Iterable[str]) -> int:
+        """Take buffered lines out unwritten (those of a partition another worker took over).
+
+        A chunk being written at the time is written all the same.  Returns
+        how many buffered entries were taken out.
+        """
+        unwanted = set(lines)
+        if not unwanted:
+            return 0
+        with self._lock:
+            kept = [entry for entry in self._buffer if entry[1] not in unwanted]
+            taken = len(self._buffer) - len(kept)
+            self._buffer[:] = kept
+        return taken
 
     def close(self) -> None:
         """Flush, then release resources (also when the flush raises); idempotent.

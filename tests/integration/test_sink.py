@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -829,6 +829,26 @@ def test_file_sink_cuts_a_line_torn_by_another_writer_before_appending(tmp_path:
         Point("volume", (("model_id", "a"),), {"predictions": 1}, 5),
         Point("volume", (("model_id", "a"),), {"predictions": 2}, 6),
     ]
+
+
+def test_lines_discarded_while_their_chunk_is_written_do_not_take_others_with_them(
+    tmp_path: Path,
+) -> None:
+    # The worker's event loop discards a revoked partition's lines while the
+    # writer thread is in the middle of a chunk.
+    three = [Point("volume", (("model_id", m),), {"predictions": 1}, 5) for m in "abc"]
+    lines = [point.to_line_protocol() for point in three]
+
+    class Racing(FileSink):
+        def _write_chunk(self, chunk: Sequence[str]) -> None:
+            self.discard([lines[1]])  # in flight: written all the same
+            super()._write_chunk(chunk)
+
+    with Racing(tmp_path / "metrics.lp", chunk_size=2) as sink:
+        sink.add(three)
+        sink.flush()
+        assert sink.pending == 0
+    assert read_line_protocol(tmp_path / "metrics.lp") == three
 
 
 def test_make_sink_picks_influx_when_a_url_is_set(tmp_path: Path) -> None:

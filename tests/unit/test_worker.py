@@ -14,7 +14,7 @@ from detectors.profile import NumericProfile, ReferenceProfile
 from schemas import DriftlineSettings, MonitorConfig
 from streams.app import ReferenceStore, Worker
 from streams.decode import RawMessage
-from streams.points import parse_line_protocol
+from streams.points import Point, parse_line_protocol
 from streams.sink import FileSink, InfluxSink, RetryPolicy, SinkError
 from tests.unit.test_windows_merger import CONFIG, REFERENCE, label, prediction
 
@@ -268,3 +268,20 @@ def test_a_profile_that_does_not_fit_the_configuration_is_not_used(
     assert "the prediction of a binary model is profiled as numeric" in caplog.text
     (tmp_path / "ref.json").write_text(REFERENCE.to_json())  # rebuilt: read again
     assert store("churn", "1") is not None
+
+
+def test_a_revoked_partials_partition_takes_its_unconfirmed_points_out_of_the_sink(
+    tmp_path: Path,
+) -> None:
+    # Its next owner writes them from the checkpoint; written from here as well,
+    # an old value could land after the new owner's corrected one.
+    worker = make_worker(tmp_path)
+    mine = Point("volume", (("model_id", "kept"),), {"predictions": 1}, 5)
+    theirs = Point("volume", (("model_id", "moved"),), {"predictions": 1}, 5)
+    worker._add_points(1, [mine])
+    worker._add_points(0, [theirs])
+    assert worker.sink.pending == 2
+    worker.forget(worker.settings.topic_partials, {0})
+    assert worker.sink.pending == 1
+    worker.flush()
+    assert parse_line_protocol((tmp_path / "data" / "metrics.lp").read_text()) == [mine]
