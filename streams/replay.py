@@ -131,7 +131,8 @@ def check_file(path: Path, kind: str) -> None:
     ------
     ReplayError
         It does not exist, is not a regular file, has an unknown suffix, is a
-        CSV file without the required columns, or is not UTF-8 text.
+        CSV file without the required columns or not CSV, is not UTF-8 text,
+        or has no events.
     """
     if not path.exists():
         raise ReplayError(f"{kind} file '{path}' does not exist")
@@ -152,9 +153,8 @@ def check_file(path: Path, kind: str) -> None:
         ) from None
     except OSError as exc:
         raise ReplayError(f"cannot read {kind} file '{path}': {exc}") from None
-    if suffix == ".csv":
-        for _ in _csv_rows(path, kind):  # the whole file parses, before anything is sent
-            pass
+    if not count_events(path, kind):  # a CSV file parses to its end here
+        raise ReplayError(f"{kind} file '{path}' has no events")
 
 
 # Cells as long as a message may be: a larger one is refused by the event's

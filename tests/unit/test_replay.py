@@ -137,3 +137,14 @@ def test_repeated_columns_and_a_labels_file_without_its_fields_are_refused(
     labels.write_text("prediction_id,label\np1,1\n")
     with pytest.raises(ReplayError, match="lacks columns: model_id, timestamp"):
         check_file(labels, "labels")
+
+
+def test_a_file_without_events_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "predictions.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ReplayError, match="has no events"):
+        check_file(empty, "predictions")
+    header_only = tmp_path / "predictions.csv"
+    header_only.write_text(HEADER)
+    with pytest.raises(ReplayError, match="has no events"):
+        check_file(header_only, "predictions")
