@@ -406,11 +406,13 @@ class WindowMerger:
         return model is not None and self._past(key, model, forgotten_after_us(model))
 
     def _past(self, key: WindowKey, model: ModelConfig, after_us: int) -> bool:
-        """Whether every partition's join watermark reached ``after_us`` from the window's start."""
+        """Whether every partition's join watermark is strictly past ``after_us`` from the
+        window's start: the partitions' own rule, so a late count a partition still sends
+        for the window is one the merger still holds it for."""
         watermarks = self._settle_watermarks(key.model_id)
         return (
             len(watermarks) == self.partitions
-            and min(watermarks.values()) >= key.window_start_us + after_us
+            and min(watermarks.values()) > key.window_start_us + after_us
         )
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:

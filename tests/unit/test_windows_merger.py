@@ -1195,3 +1195,28 @@ def test_a_partition_whose_labels_lag_keeps_the_window_open_whatever_the_read_or
     final = [fields for fields in window_0(written, "model_performance") if fields["is_final"]]
     assert [(fields["n_labelled"], fields["coverage"]) for fields in final] == [(2, 0.5)]
     assert merger.ignored_partials == 0
+
+
+def test_a_late_prediction_right_at_the_forgetting_point_is_counted_once() -> None:
+    # [0, 60) is forgotten past 60 + 600 + 600 = 1260 s of join watermark.  At
+    # exactly 1260 s the partition still counts a late prediction in the window;
+    # the merger must still hold the window to write it (it dropped the count).
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=1, clock=lambda: clock[0])
+    only = Partition(0)
+    written: list[Point] = []
+
+    def step(predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()) -> None:
+        clock[0] += 5.0
+        batch = only.messages("p", list(predictions)) + only.messages("l", list(labels))
+        written.extend(feed_split(merger, only, batch))
+
+    step([prediction(f"a{i}", i, 0.1 * i) for i in range(4)], [label("a0", 30, 1)])
+    step([prediction("b", 700, 0.0)], [label("b", 700, 1)])
+    step([prediction("c", 1260, 0.0)], [label("c", 1260, 1)])
+    assert only.processor.join.watermark_us == int((T0.timestamp() + 1260) * 1_000_000)
+    written.clear()
+    step([prediction("late", 7, 0.0)])
+    assert only.processor.windows.past_retention == 0
+    volumes = window_0(written, "volume")
+    assert volumes and volumes[-1]["late_predictions"] == 1
