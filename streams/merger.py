@@ -410,10 +410,20 @@ class WindowMerger:
         window's start: the partitions' own rule, so a late count a partition still sends
         for the window is one the merger still holds it for."""
         watermarks = self._settle_watermarks(key.model_id)
-        return (
-            len(watermarks) == self.partitions
-            and min(watermarks.values()) > key.window_start_us + after_us
+        now = self.clock()
+        return all(
+            watermarks[source] > key.window_start_us + after_us
+            if source in watermarks
+            else self._empty(source, now)
+            for source in range(self.partitions)
         )
+
+    def _empty(self, source: int, now: float) -> bool:
+        """Whether a source partition has sent no watermark at all and been silent for
+        ``idle_timeout_s``: it has read nothing (every partition with input sends
+        its watermark after each batch), so it holds no window back."""
+        heard = self._heard.get(source)
+        return heard is None or now - heard >= self.idle_timeout_s
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
@@ -503,6 +513,8 @@ class WindowMerger:
                 continue
             watermark = watermarks.get(source)
             if watermark is not None and watermark >= at_us:
+                continue
+            if watermark is None and waited and self._empty(source, now):
                 continue
             heard = self._heard.get(source)
             silent = heard is None or now - heard >= self.idle_timeout_s

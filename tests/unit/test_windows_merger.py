@@ -1220,3 +1220,33 @@ def test_a_late_prediction_right_at_the_forgetting_point_is_counted_once() -> No
     assert only.processor.windows.past_retention == 0
     volumes = window_0(written, "volume")
     assert volumes and volumes[-1]["late_predictions"] == 1
+
+
+def test_a_partition_that_reads_nothing_holds_no_window_back() -> None:
+    # Two partitions, all traffic on the first: a window with late predictions
+    # only still gets its volume point, and old windows are forgotten (they
+    # were held for ever, the merger's checkpoint growing with every window).
+    clock = [0.0]
+    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
+    first = Partition(0)
+    written: list[Point] = []
+
+    def step(predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()) -> None:
+        clock[0] += 40.0  # past the idle timeout (30 s) each time
+        batch = first.messages("p", list(predictions)) + first.messages("l", list(labels))
+        written.extend(feed_split(merger, first, batch))
+        written.extend(merger.evaluate())
+
+    step([prediction("a", 200, 0.0), prediction("late", 5, 0.0)])  # [0, 60): late only
+    for second in range(300, 3000, 60):
+        step([prediction(f"b{second}", second, 0.0)], [label(f"b{second}", second + 1, 1)])
+    volumes = window_0(written, "volume")
+    assert volumes and volumes[-1]["late_predictions"] == 1 and volumes[-1]["predictions"] == 0
+    held = merger.snapshot()
+    starts = {
+        WindowKey.decode(entry[0]).window_start_us
+        for section in ("closed", "settled", "late")
+        for entry in held[section]
+    }
+    assert int(T0.timestamp() * 1_000_000) not in starts  # [0, 60) forgotten
+    assert len(starts) < 30  # only the windows within retention (45 were seen)
