@@ -39,6 +39,7 @@ depend on how partitions are spread over workers.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -157,7 +158,9 @@ class WindowMerger:
         # windows settle and are forgotten by it, so the merger judges them by
         # it too (the drift watermark runs ahead when labels lag).
         self._join_watermarks: dict[str, dict[int, int]] = defaultdict(dict)
-        self._heard: dict[int, float] = {}
+        # When each partition was last heard from; all of them at the start, so a
+        # partition counts as silent only once it has been for idle_timeout_s.
+        self._heard: dict[int, float] = dict.fromkeys(range(partitions), clock())
         self._observations: list[WindowObservation] = []
         self._counts_seen: dict[WindowKey, float] = {}
         self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
@@ -411,7 +414,7 @@ class WindowMerger:
         for the window is one the merger still holds it for."""
         watermarks = self._settle_watermarks(key.model_id)
         now = self.clock()
-        return all(
+        return bool(watermarks) and all(
             watermarks[source] > key.window_start_us + after_us
             if source in watermarks
             else self._empty(source, now)
@@ -422,8 +425,7 @@ class WindowMerger:
         """Whether a source partition has sent no watermark at all and been silent for
         ``idle_timeout_s``: it has read nothing (every partition with input sends
         its watermark after each batch), so it holds no window back."""
-        heard = self._heard.get(source)
-        return heard is None or now - heard >= self.idle_timeout_s
+        return now - self._heard.get(source, -math.inf) >= self.idle_timeout_s
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
