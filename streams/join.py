@@ -72,8 +72,9 @@ longer recognised: a label becomes an orphan, a prediction with the same
 timestamp is past its horizon and counts as ``unlabelled``.
 
 **Label lag.**  ``label_lag_s = label time − prediction time``; negative when a
-label source stamps a label before the prediction (clock skew).  The sign is
-kept so lag percentiles show the skew instead of hiding it.
+label source stamps a label before the prediction (clock skew).  The pair
+keeps the sign; the windows' lag histogram counts such a lag in its first
+bin (10 ms).
 
 **Conservation.**  Summing the counters over all keys, at any time:
 ``predictions = duplicate_predictions + joined + unlabelled + pending_count``

@@ -56,9 +56,10 @@ LAG_EDGES_S: np.ndarray[Any, np.dtype[np.float64]] = np.concatenate(
 )
 """Bin edges of the label-lag histogram: 0, then log-spaced 10 ms … 90 days.
 
-Neighbouring edges differ by under 5 %, so a lag percentile read from the
-histogram is within 5 % of the exact one; negative lags (a label stamped
-before its prediction) fall into the first bin.
+Neighbouring edges differ by 5.3 % (a factor of 1.0526), so a lag percentile
+read from the histogram (the upper edge of its bin) is at most 5.3 % above
+the exact one; negative lags (a label stamped before its prediction) fall
+into the first bin.
 """
 
 Stats = BinaryStats | MulticlassStats | RegressionStats
