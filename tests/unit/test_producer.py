@@ -9,10 +9,11 @@ from streams.producer import DeliveryError, EventProducer
 
 # Nothing listens there; every path below fails (or queues) before a connection.
 SETTINGS = DriftlineSettings(kafka_bootstrap="127.0.0.1:9")
+QUIET = {"log_level": 0}  # no log line per refused connection
 
 
 def test_a_message_refused_before_it_is_queued_is_a_failed_delivery_not_an_exception() -> None:
-    producer = EventProducer(SETTINGS, {"message.max.bytes": 1_000})
+    producer = EventProducer(SETTINGS, {**QUIET, "message.max.bytes": 1_000})
     producer.send_raw("driftline.predictions", "p1", b"x" * 5_000)  # does not raise
     assert producer.failed == 1
     assert "p1" in producer.recent_errors[-1] and "too large" in producer.recent_errors[-1].lower()
@@ -21,8 +22,9 @@ def test_a_message_refused_before_it_is_queued_is_a_failed_delivery_not_an_excep
 
 
 def test_the_largest_event_the_input_limits_accept_is_queued() -> None:
-    producer = EventProducer(SETTINGS)
+    producer = EventProducer(SETTINGS, QUIET)
     size = SETTINGS.max_message_bytes  # 1 MiB, above librdkafka's default of 1,000,000
     producer.send_raw("driftline.predictions", "p1", b"x" * size)
     assert producer.failed == 0
     assert len(producer._producer) == 1  # queued, waiting for a broker
+    producer._producer.purge()
