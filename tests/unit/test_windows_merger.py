@@ -1197,20 +1197,30 @@ def test_a_partition_whose_labels_lag_keeps_the_window_open_whatever_the_read_or
     assert merger.ignored_partials == 0
 
 
+class _OnePartition:
+    """Traffic on partition 0 only, of a merger of ``partitions``; the clock moves each step."""
+
+    def __init__(self, *, partitions: int, tick_s: float) -> None:
+        self.clock = 0.0
+        self.tick_s = tick_s
+        self.merger = WindowMerger(CONFIG, load, partitions=partitions, clock=lambda: self.clock)
+        self.partition = Partition(0)
+        self.written: list[Point] = []
+
+    def step(self, predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()) -> None:
+        self.clock += self.tick_s
+        part = self.partition
+        batch = part.messages("p", list(predictions)) + part.messages("l", list(labels))
+        self.written.extend(feed_split(self.merger, part, batch))
+        self.written.extend(self.merger.evaluate())
+
+
 def test_a_late_prediction_right_at_the_forgetting_point_is_counted_once() -> None:
     # [0, 60) is forgotten past 60 + 600 + 600 = 1260 s of join watermark.  At
     # exactly 1260 s the partition still counts a late prediction in the window;
     # the merger must still hold the window to write it (it dropped the count).
-    clock = [0.0]
-    merger = WindowMerger(CONFIG, load, partitions=1, clock=lambda: clock[0])
-    only = Partition(0)
-    written: list[Point] = []
-
-    def step(predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()) -> None:
-        clock[0] += 5.0
-        batch = only.messages("p", list(predictions)) + only.messages("l", list(labels))
-        written.extend(feed_split(merger, only, batch))
-
+    feed = _OnePartition(partitions=1, tick_s=5.0)
+    only, step, written = feed.partition, feed.step, feed.written
     step([prediction(f"a{i}", i, 0.1 * i) for i in range(4)], [label("a0", 30, 1)])
     step([prediction("b", 700, 0.0)], [label("b", 700, 1)])
     step([prediction("c", 1260, 0.0)], [label("c", 1260, 1)])
@@ -1226,17 +1236,8 @@ def test_a_partition_that_reads_nothing_holds_no_window_back() -> None:
     # Two partitions, all traffic on the first: a window with late predictions
     # only still gets its volume point, and old windows are forgotten (they
     # were held for ever, the merger's checkpoint growing with every window).
-    clock = [0.0]
-    merger = WindowMerger(CONFIG, load, partitions=2, clock=lambda: clock[0])
-    first = Partition(0)
-    written: list[Point] = []
-
-    def step(predictions: Sequence[bytes] = (), labels: Sequence[bytes] = ()) -> None:
-        clock[0] += 40.0  # past the idle timeout (30 s) each time
-        batch = first.messages("p", list(predictions)) + first.messages("l", list(labels))
-        written.extend(feed_split(merger, first, batch))
-        written.extend(merger.evaluate())
-
+    feed = _OnePartition(partitions=2, tick_s=40.0)  # past the idle timeout (30 s) each step
+    merger, step, written = feed.merger, feed.step, feed.written
     step([prediction("a", 200, 0.0), prediction("late", 5, 0.0)])  # [0, 60): late only
     for second in range(300, 3000, 60):
         step([prediction(f"b{second}", second, 0.0)], [label(f"b{second}", second + 1, 1)])
