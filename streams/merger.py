@@ -422,9 +422,11 @@ class WindowMerger:
         )
 
     def _empty(self, source: int, now: float) -> bool:
-        """Whether a source partition has sent no watermark at all and been silent for
-        ``idle_timeout_s``: it has read nothing (every partition with input sends
-        its watermark after each batch), so it holds no window back."""
+        """Whether a source partition has been silent for ``idle_timeout_s``.
+
+        Asked of partitions that sent no watermark: such a silent one has read
+        nothing (every partition with input sends its watermark after each
+        batch), so it holds no window back."""
         return now - self._heard.get(source, -math.inf) >= self.idle_timeout_s
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
