@@ -417,16 +417,16 @@ class WindowMerger:
         return bool(watermarks) and all(
             watermarks[source] > key.window_start_us + after_us
             if source in watermarks
-            else self._empty(source, now)
+            else self._silent(source, now)
             for source in range(self.partitions)
         )
 
-    def _empty(self, source: int, now: float) -> bool:
+    def _silent(self, source: int, now: float) -> bool:
         """Whether a source partition has been silent for ``idle_timeout_s``.
 
-        Asked of partitions that sent no watermark: such a silent one has read
-        nothing (every partition with input sends its watermark after each
-        batch), so it holds no window back."""
+        One that is and has sent no watermark has read nothing (every partition
+        with input sends its watermark after each batch): it holds no window
+        back."""
         return now - self._heard.get(source, -math.inf) >= self.idle_timeout_s
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
@@ -518,11 +518,9 @@ class WindowMerger:
             watermark = watermarks.get(source)
             if watermark is not None and watermark >= at_us:
                 continue
-            if watermark is None and waited and self._empty(source, now):
-                continue
-            heard = self._heard.get(source)
-            silent = heard is None or now - heard >= self.idle_timeout_s
-            if idle_closes and silent and waited:
+            # A silent partition lets the window go when idle closes it, or when
+            # it has read nothing at all.
+            if waited and (idle_closes or watermark is None) and self._silent(source, now):
                 continue
             return False
         return True
