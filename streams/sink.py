@@ -702,9 +702,7 @@ class InfluxSink(BufferedSink):
         message = " ".join(_server_message(exc).split()) or "(no message)"
         dropped = _DROPPED.search(message)
         refused = min(int(dropped.group(1)), len(lines)) if dropped else len(lines)
-        with self._lock:
-            self._stats.rejected_points += refused
-            self._stats.points_written -= refused  # flush() adds the whole chunk
+        self._count_rejected(refused)
         log.warning(
             "%s refused %d of %d points for good (HTTP %s, not retried): %s",
             self.target,
@@ -714,21 +712,32 @@ class InfluxSink(BufferedSink):
             self._scrub(message)[:300],
         )
 
-    def _refused_lines(self, lines: Sequence[str]) -> list[tuple[str, ApiException]]:
-        """Write a chunk the server refused with HTTP 400 in halves, down to the refused lines.
+    def _refused_lines(
+        self, lines: Sequence[str], refused_by: ApiException | None = None
+    ) -> list[tuple[str, ApiException]]:
+        """Write a chunk in halves, down to the lines the server refuses alone (HTTP 400).
 
         InfluxDB 2.x refuses a whole request for one line it cannot take;
-        halving finds that line and writes the others.  Returns each line
+        halving finds that line and writes the others.  ``refused_by``: the
+        server's answer when the chunk was sent already.  Returns each line
         refused alone, with the server's answer.
         """
-        try:
-            self._write_chunk(lines, split=False)
-        except _Refused as refused:
-            if len(lines) == 1:
-                return [(lines[0], refused.error)]
-            middle = len(lines) // 2
-            return self._refused_lines(lines[:middle]) + self._refused_lines(lines[middle:])
-        return []
+        error = refused_by
+        if error is None:
+            try:
+                self._write_chunk(lines, split=False)
+                return []
+            except _Refused as refused:
+                error = refused.error
+        if len(lines) == 1:
+            return [(lines[0], error)]
+        middle = len(lines) // 2
+        return self._refused_lines(lines[:middle]) + self._refused_lines(lines[middle:])
+
+    def _count_rejected(self, count: int) -> None:
+        with self._lock:
+            self._stats.rejected_points += count
+            self._stats.points_written -= count  # flush() adds the whole chunk
 
     def _write_chunk(self, lines: Sequence[str], *, split: bool = True) -> None:
         body = "\n".join(lines).encode("utf-8")
@@ -795,17 +804,11 @@ class InfluxSink(BufferedSink):
     def _split_refused(self, exc: ApiException, lines: Sequence[str]) -> None:
         """A chunk refused with HTTP 400: the lines the server takes are written, the others
         counted and logged; a chunk refused line by line stays buffered (SinkError)."""
-        if len(lines) == 1:
-            refused = [(lines[0], exc)]
-        else:
-            middle = len(lines) // 2
-            refused = self._refused_lines(lines[:middle]) + self._refused_lines(lines[middle:])
-            if len(refused) == len(lines):
-                # Every line alone is refused too: the request, not a line, is at fault.
-                raise self._permanent(exc, lines) from None
-        with self._lock:
-            self._stats.rejected_points += len(refused)
-            self._stats.points_written -= len(refused)  # flush() adds the whole chunk
+        refused = self._refused_lines(lines, exc)
+        if len(lines) > 1 and len(refused) == len(lines):
+            # Every line alone is refused too: the request, not a line, is at fault.
+            raise self._permanent(exc, lines) from None
+        self._count_rejected(len(refused))
         for line, error in refused:
             log.error(
                 "%s refused a point for good (HTTP 400, not retried): %s; the point: %s",
