@@ -37,7 +37,6 @@ from streams.replay import (
     ReplayReport,
     RowError,
     check_file,
-    count_events,
     read_events,
     validate,
 )
@@ -309,11 +308,11 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
         files.append(("labels", Path(args.labels), settings.topic_labels))
     report = ReplayReport()
     try:
-        for kind, path, _ in files:
-            check_file(path, kind)  # every file, before anything is sent
+        # every file, before anything is sent
+        totals = [check_file(path, kind) for kind, path, _ in files]
         with Progress(console=console) as progress:
-            for kind, path, topic in files:
-                task = progress.add_task(f"{kind} from {path.name}", total=count_events(path, kind))
+            for (kind, path, topic), total in zip(files, totals, strict=True):
+                task = progress.add_task(f"{kind} from {path.name}", total=total)
                 for number, raw in read_events(path, kind):
                     if isinstance(raw, RowError):
                         report.invalid.append((number, f"{path.name}:{number}: {raw}"))

@@ -124,8 +124,13 @@ def _label_from_row(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def check_file(path: Path, kind: str) -> None:
+def check_file(path: Path, kind: str) -> int:
     """Refuse a file that cannot be replayed, before anything of any file is sent.
+
+    Returns
+    -------
+    int
+        The file's events (for a progress bar).
 
     Raises
     ------
@@ -153,8 +158,10 @@ def check_file(path: Path, kind: str) -> None:
         ) from None
     except OSError as exc:
         raise ReplayError(f"cannot read {kind} file '{path}': {exc}") from None
-    if not count_events(path, kind):  # a CSV file parses to its end here
+    events = count_events(path, kind)  # a CSV file parses to its end here
+    if not events:
         raise ReplayError(f"{kind} file '{path}' has no events")
+    return events
 
 
 # Cells as long as a message may be: a larger one is refused by the event's
