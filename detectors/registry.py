@@ -152,7 +152,7 @@ def run_drift(
     detectors.errors.DetectorError: ks is not defined for categorical features; valid: chi2, ...
     """
     method = get_method(name)
-    kind: FeatureKind = "numeric" if isinstance(profile, NumericProfile) else "categorical"
+    kind: FeatureKind = profile.kind
     if kind not in method.kinds:
         raise DetectorError(
             f"{name} is not defined for {kind} features; valid: {', '.join(methods_for(kind))}"

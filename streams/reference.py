@@ -194,10 +194,6 @@ def build_reference(
         return ReferenceProfile(model_id, version, features, prediction_profile, scores, baseline)
 
 
-def _kind(profile: Profile) -> str:
-    return "numeric" if isinstance(profile, NumericProfile) else "categorical"
-
-
 def profile_mismatches(model: ModelConfig, reference: ReferenceProfile) -> list[str]:
     """Where a profile disagrees with the model's configuration on a kind, one reason each.
 
@@ -210,14 +206,14 @@ def profile_mismatches(model: ModelConfig, reference: ReferenceProfile) -> list[
     problems = []
     for feature in model.features:
         profile = reference.features.get(feature.name)
-        if profile is not None and _kind(profile) != feature.kind:
+        if profile is not None and profile.kind != feature.kind:
             problems.append(
                 f"feature '{feature.name}' is {feature.kind} in the configuration but "
-                f"{_kind(profile)} in the profile"
+                f"{profile.kind} in the profile"
             )
     expected = "numeric" if model.task == "regression" else "categorical"
-    if reference.prediction is not None and _kind(reference.prediction) != expected:
+    if reference.prediction is not None and reference.prediction.kind != expected:
         problems.append(
-            f"the prediction of a {model.task} model is profiled as {_kind(reference.prediction)}"
+            f"the prediction of a {model.task} model is profiled as {reference.prediction.kind}"
         )
     return problems
