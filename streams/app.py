@@ -440,7 +440,7 @@ class Worker:
                 dead_by_model[key.model_id].append([key.encode(), count])
             for model in self.config.models:
                 body: dict[str, Any] = {
-                    "watermark": result.watermark_us,
+                    "watermark": result.watermarks_us.get(model.id),
                     "join_watermark": result.join_watermark_us,
                     # how far this partition has read: progress for operators and benchmarks
                     "applied": applied,

@@ -68,8 +68,9 @@ class BatchResult:
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: WindowOutput = field(default_factory=WindowOutput)
-    watermark_us: int | None = None
-    """The drift watermark (newest prediction time seen); drift windows close by it."""
+    watermarks_us: dict[str, int] = field(default_factory=dict)
+    """Per model, the drift watermark (its newest prediction time read); its drift
+    windows close by it."""
     join_watermark_us: int | None = None
     """The join's watermark: performance windows settle, and windows are forgotten, by it."""
     predictions: int = 0
@@ -240,7 +241,7 @@ class PartitionProcessor:
         for letter in result.dead_letters:
             self._attribute(letter)
         result.windows = self.windows.collect(self.join.watermark_us)
-        result.watermark_us = self.windows.watermark_us
+        result.watermarks_us = dict(self.windows.watermarks_us)
         result.join_watermark_us = self.join.watermark_us
         result.labels = len(labels)
         return result

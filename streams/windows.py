@@ -6,8 +6,10 @@ Windows are keyed by model, version, segment and start; every prediction feeds
 the ``all`` segment and, when the model is configured with ``segment_by``, its
 own segment too.
 
-* A **drift window** closes when the partition's watermark (the newest
-  prediction time seen, minus the model's allowed lateness) passes its end.
+* A **drift window** closes when its model's watermark in the partition (the
+  newest prediction time of that model seen, minus the model's allowed
+  lateness) passes its end: each model keeps its own event-time clock, so a
+  model whose events run behind another's on the same topics is not late.
   Its sketches are handed out once as a :class:`DriftPartial`; predictions for
   a closed window are counted as late.
 * A **performance window** stays open until the join's watermark passes its
@@ -575,6 +577,8 @@ class WindowOutput:
 
 
 _SEGMENT_KEYS_KEPT = 4096
+_NO_TIME = -(2**63)
+"""Before every event time: a model's watermark before its first prediction."""
 """Segment keys remembered per model (the combinations of values seen most recently)."""
 
 
@@ -652,7 +656,8 @@ class PartitionWindows:
         self.drift: dict[WindowKey, DriftAccumulator] = {}
         self.predictions_by_window: dict[WindowKey, int] = defaultdict(int)
         self.performance: dict[WindowKey, PerformanceAccumulator] = {}
-        self.watermark_us: int | None = None
+        self.watermarks_us: dict[str, int] = {}
+        """Per model, the newest prediction time read (µs): its drift windows close by it."""
         self.late: dict[WindowKey, int] = defaultdict(int)
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
@@ -693,9 +698,15 @@ class PartitionWindows:
         lateness = duration_us(model.window.allowed_lateness)
         return key.window_start_us + size + lateness
 
+    @property
+    def watermark_us(self) -> int | None:
+        """The newest prediction time of any model read (µs), None before any."""
+        return max(self.watermarks_us.values(), default=None)
+
     def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:
-        """Whether this partition's drift window has closed."""
-        return self.watermark_us is not None and self.watermark_us >= self.closes_at_us(model, key)
+        """Whether this partition's drift window has closed (by its model's watermark)."""
+        watermark = self.watermarks_us.get(key.model_id)
+        return watermark is not None and watermark >= self.closes_at_us(model, key)
 
     def add_predictions(
         self, events: Iterable[PredictionEvent], past_horizon: Container[int] | None = None
@@ -725,18 +736,20 @@ class PartitionWindows:
         late_unjoinable: dict[tuple[str, str, str, int], int] = {}
         open_unjoinable: dict[tuple[str, str, str, int], int] = {}
         past = past_horizon or None  # nothing to look up in the usual case
-        # Lateness is judged event by event against the watermark as it stood
-        # just before the event (the newest time of every prediction read
-        # before it, in offset order), so it does not depend on how the
-        # messages were batched: a live run and a replay agree.
-        newest = -(2**63) if self.watermark_us is None else self.watermark_us
+        # Lateness is judged event by event against its model's watermark as it
+        # stood just before the event (the newest time of the model's
+        # predictions read before it, in offset order), so it does not depend
+        # on how the messages were batched: a live run and a replay agree.
+        newest_of = dict(self.watermarks_us)
         for index, event in enumerate(batch):
             model_id = event.model_id
             windowing = windowings.get(model_id) or self._windowing_of(model_id)
             moment = event_us(event.timestamp)
             start = moment - moment % windowing.size_us
+            newest = newest_of.get(model_id, _NO_TIME)
             late = newest >= start + windowing.closes_after_us
-            newest = max(newest, moment)
+            if moment > newest:
+                newest_of[model_id] = moment
             version = event.model_version
             identities = [(model_id, version, ALL_SEGMENTS, start)]
             if windowing.segment_by:
@@ -794,8 +807,7 @@ class PartitionWindows:
                 if positions is not None:
                     selected = np.searchsorted(positions, selected)
                 accumulator.update_columns(read, selected)
-        if self.watermark_us is None or newest > self.watermark_us:
-            self.watermark_us = newest
+        self.watermarks_us = newest_of
 
     @staticmethod
     def _columns(
@@ -923,7 +935,7 @@ class PartitionWindows:
     def snapshot(self) -> dict[str, Any]:
         """Checkpointable state (see :meth:`restore`)."""
         return {
-            "watermark": self.watermark_us,
+            "watermarks": self.watermarks_us,
             "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
             "counts": [[key.encode(), n] for key, n in self.predictions_by_window.items()],
             "perf": [
@@ -952,7 +964,19 @@ class PartitionWindows:
                 else:
                     yield key, value
 
-        self.watermark_us = document["watermark"]
+        if "watermarks" in document:
+            self.watermarks_us = {
+                model_id: int(moment)
+                for model_id, moment in document["watermarks"].items()
+                if self.config.model(model_id) is not None
+            }
+        else:
+            # Checkpoints from before per-model watermarks kept one for the
+            # partition: every model starts from it, as it was judged by it.
+            moment = document["watermark"]
+            self.watermarks_us = (
+                {} if moment is None else {model.id: int(moment) for model in self.config.models}
+            )
         self.drift = {}
         for key, payload in kept(document["drift"]):
             reference = self.reference(key.model_id, key.model_version)

@@ -85,12 +85,14 @@ def label(pid: str, second: float, value: int) -> bytes:
 
 
 class Partition:
-    def __init__(self, number: int, references: ReferenceLoader = load) -> None:
+    def __init__(
+        self, number: int, references: ReferenceLoader = load, config: MonitorConfig = CONFIG
+    ) -> None:
         self.number = number
         self.offsets = {"p": 0, "l": 0}
         self.processor = PartitionProcessor(
             number,
-            CONFIG,
+            config,
             references,
             predictions_topic="p",
             labels_topic="l",
@@ -117,7 +119,9 @@ def feed(merger: WindowMerger, part: Partition, messages: list[RawMessage]) -> A
         merger.add_performance(part.number, perf)
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
-    merger.add_watermark(part.number, "churn", result.watermark_us, result.join_watermark_us)
+    merger.add_watermark(
+        part.number, "churn", result.watermarks_us.get("churn"), result.join_watermark_us
+    )
     return result
 
 
@@ -259,7 +263,9 @@ def feed_split(merger: WindowMerger, part: Partition, messages: list[RawMessage]
     found = merger.evaluate()
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
-    merger.add_watermark(part.number, "churn", result.watermark_us, result.join_watermark_us)
+    merger.add_watermark(
+        part.number, "churn", result.watermarks_us.get("churn"), result.join_watermark_us
+    )
     return found + merger.evaluate()
 
 
@@ -1018,7 +1024,7 @@ def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions()
         result = processor.process(batch, now=T0 + timedelta(days=1))
         for perf in result.windows.performance:
             merger.add_performance(0, perf)
-        merger.add_watermark(0, "iris", result.watermark_us, result.join_watermark_us)
+        merger.add_watermark(0, "iris", result.watermarks_us.get("iris"), result.join_watermark_us)
     found = by_series(merger.evaluate(), "model_performance")
     metric = {dict(tags)["metric"]: fields for tags, fields in found.items()}
     scored = [index for index in range(count) if index % 8 != 7]
