@@ -441,7 +441,7 @@ class Worker:
             for model in self.config.models:
                 body: dict[str, Any] = {
                     "watermark": result.watermarks_us.get(model.id),
-                    "join_watermark": result.join_watermark_us,
+                    "join_watermark": result.join_watermarks_us.get(model.id),
                     # how far this partition has read: progress for operators and benchmarks
                     "applied": applied,
                 }

@@ -13,12 +13,18 @@ Notes
 arithmetic and checkpoints are exact.  A prediction belongs to the tumbling
 window ``window_start = floor(t / window_size) * window_size`` (epoch aligned).
 
-**Watermark.**  One watermark per partition, from the newest event time seen
-on each topic (``prediction_max`` and ``label_max``)::
+**Watermark.**  One watermark per model in the partition, from the newest
+event time of the model seen on each topic (``prediction_max`` and
+``label_max``)::
 
     watermark = max(min(prediction_max, label_max), max(prediction_max, label_max) − max_skew)
 
-advanced event by event and never moved back.  With both topics flowing (their
+advanced event by event and never moved back.  Models do not move each
+other's watermarks: a model whose events run behind another's on the same
+topics (a slow clock, a backfill replayed while other models are live) has
+its predictions joined and expired by its own times.  (A model taken out of
+the configuration has its held entries expired by the newest of the other
+models' watermarks, as nothing moves its own.)  With both topics flowing (their
 newest times less than ``max_skew_s`` apart) it is the older of the two
 topics' newest times: when the worker reads one topic far
 ahead of the other (catching up a backlog, or a labels topic whose times run
@@ -911,16 +917,19 @@ class _ModelJoin:
         "counts",
         "keys",
         "label_counts",
+        "label_max_us",
         "last_window",
         "lifetime_us",
         "orphan_due",
         "orphan_ttl_us",
         "orphans",
         "pending",
+        "prediction_max_us",
         "profile_codes",
         "profiles",
         "released_orphans",
         "released_pending",
+        "retired",
         "score_aliases",
         "score_kept",
         "score_width",
@@ -928,6 +937,7 @@ class _ModelJoin:
         "value_codes",
         "values",
         "versions",
+        "watermark_us",
         "window_codes",
         "window_deadline",
         "window_deadlines",
@@ -940,7 +950,9 @@ class _ModelJoin:
 
     def __init__(self, policy: JoinPolicy | None) -> None:
         # Without a policy (a model dropped from the configuration, seen again only
-        # in a checkpoint or a replay) nothing new is admitted; held entries expire.
+        # in a checkpoint or a replay) nothing new is admitted; held entries expire
+        # by the other models' watermarks, as no event moves its own.
+        self.retired = policy is None
         self.window_size_us = 1 if policy is None else max(1, _to_us(policy.window_size_s))
         self.lifetime_us = (
             0 if policy is None else (self.window_size_us + _to_us(policy.label_horizon_s))
@@ -964,6 +976,10 @@ class _ModelJoin:
             },
         )
         self.orphan_due = _NOTHING_DUE
+        # The model's watermark and the newest time of each topic (module notes).
+        self.watermark_us = _NO_WATERMARK
+        self.prediction_max_us = _NO_WATERMARK
+        self.label_max_us = _NO_WATERMARK
         self.score_width = 0
         self.released_pending: list[int] = []
         self.released_orphans: list[int] = []
@@ -1514,9 +1530,6 @@ class JoinState:
         self._models: dict[str, _ModelJoin] = {}
         self._model_bits: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
-        self._watermark_us = _NO_WATERMARK
-        self._prediction_max_us = _NO_WATERMARK
-        self._label_max_us = _NO_WATERMARK
         if (
             isinstance(max_skew_s, bool)
             or not isinstance(max_skew_s, int | float)
@@ -1542,15 +1555,28 @@ class JoinState:
         return MappingProxyType(self._policies)
 
     @property
-    def watermark_us(self) -> int | None:
-        """The join's watermark (µs since epoch), None before any event.
+    def watermarks_us(self) -> dict[str, int]:
+        """Each model's watermark (µs since epoch), for the models with one.
 
         ``max(min(prediction_max, label_max), max(prediction_max, label_max) −
-        max_skew)`` over the newest time seen on each topic, or later if
-        :meth:`expire` moved it; it never moves back.  Before the second topic
-        is seen it trails the first by ``max_skew_s``.
+        max_skew)`` over the newest time of the model seen on each topic, or
+        later if :meth:`expire` moved it; it never moves back.  Before the
+        second topic is seen it trails the first by ``max_skew_s``.
         """
-        return None if self._watermark_us == _NO_WATERMARK else self._watermark_us
+        return {
+            model_id: model.watermark_us
+            for model_id, model in self._models.items()
+            if model.watermark_us != _NO_WATERMARK
+        }
+
+    @property
+    def watermark_us(self) -> int | None:
+        """The newest of the models' watermarks (µs since epoch), None before any event."""
+        top = self._top_watermark()
+        return None if top == _NO_WATERMARK else top
+
+    def _top_watermark(self) -> int:
+        return max((model.watermark_us for model in self._models.values()), default=_NO_WATERMARK)
 
     @property
     def applied_offsets(self) -> dict[tuple[str, int], int]:
@@ -1667,14 +1693,21 @@ class JoinState:
         kinds, deadlines, entries, windows, times, profiles, values = changes
         [scores_of] = batch.lists("scores")
         models = self._models
-        watermark = self._watermark_us
-        label_max = self._label_max_us
-        prediction_max = self._prediction_max_us
         max_skew = self._max_skew_us
         next_due = self._next_due_us
+        # The watermark and newest times of the model of the event at hand, as
+        # locals (most batches hold one model); written back on a change of model.
+        current: _ModelJoin | None = None
+        watermark = label_max = prediction_max = _NO_WATERMARK
         for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model_id = event.model_id
             model = models[model_id]
+            if model is not current:
+                if current is not None:
+                    current.watermark_us, current.prediction_max_us = watermark, prediction_max
+                current = model
+                watermark, prediction_max = model.watermark_us, model.prediction_max_us
+                label_max = model.label_max_us
             version, counts = model.versions.get(event.model_version) or model.version(
                 event.model_version
             )
@@ -1778,8 +1811,8 @@ class JoinState:
             profiles[at] = profile
             values[at] = value
             scores_of[at] = None if scores is None else tuple(scores.values())
-        self._prediction_max_us = prediction_max
-        self._watermark_us = watermark
+        if current is not None:
+            current.watermark_us, current.prediction_max_us = watermark, prediction_max
         self._next_due_us = next_due
         self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
@@ -1823,13 +1856,18 @@ class JoinState:
             "kind", "deadline", "entry", "window", "time", "label"
         )
         models = self._models
-        watermark = self._watermark_us
-        label_max = self._label_max_us
-        prediction_max = self._prediction_max_us
         max_skew = self._max_skew_us
         next_due = self._next_due_us
+        current: _ModelJoin | None = None  # as in add_predictions
+        watermark = label_max = prediction_max = _NO_WATERMARK
         for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model = models[event.model_id]
+            if model is not current:
+                if current is not None:
+                    current.watermark_us, current.label_max_us = watermark, label_max
+                current = model
+                watermark, label_max = model.watermark_us, model.label_max_us
+                prediction_max = model.prediction_max_us
             counts = model.label_counts
             if offset < next_expected:
                 counts.replayed_skipped += 1
@@ -1908,8 +1946,8 @@ class JoinState:
             times[at] = time_us
             labels[at] = event.label
             next_due = min(next_due, expiry_us)
-        self._label_max_us = label_max
-        self._watermark_us = watermark
+        if current is not None:
+            current.watermark_us, current.label_max_us = watermark, label_max
         self._next_due_us = next_due
         self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
@@ -1984,7 +2022,7 @@ class JoinState:
                     mine = final[member[final]]
                 if mine.size:
                     model.apply(batch, columns, mine)
-        if self._watermark_us > self._next_due_us:
+        if self._top_watermark() > self._next_due_us:
             self._expire_due()
 
     def expire(self, now_event_time: datetime) -> None:
@@ -1999,10 +2037,10 @@ class JoinState:
         :meth:`counters` (``unlabelled``, ``orphan_labels``).
         """
         now_us = event_us(now_event_time)
-        if now_us > self._watermark_us:
-            self._watermark_us = now_us
-            if now_us > self._next_due_us:
-                self._expire_due()
+        for model in self._models.values():
+            model.watermark_us = max(model.watermark_us, now_us)
+        if now_us > self._next_due_us:
+            self._expire_due()
 
     def _check_batch(
         self,
@@ -2051,9 +2089,10 @@ class JoinState:
         return model
 
     def _expire_due(self) -> None:
-        watermark = self._watermark_us
         next_due = _NOTHING_DUE
+        top = self._top_watermark()
         for model in self._models.values():
+            watermark = top if model.retired else model.watermark_us
             if model.next_due() < watermark:
                 model.expire(watermark)
             next_due = min(next_due, model.next_due())
@@ -2093,9 +2132,15 @@ class JoinState:
             "partition": self._partition,
             "predictions_topic": self._predictions_topic,
             "labels_topic": self._labels_topic,
-            "watermark": self._watermark_us,
-            "prediction_max": self._prediction_max_us,
-            "label_max": self._label_max_us,
+            # the newest of the models' (each model's own is in its header)
+            "watermark": self._top_watermark(),
+            "prediction_max": max(
+                (model.prediction_max_us for model in self._models.values()),
+                default=_NO_WATERMARK,
+            ),
+            "label_max": max(
+                (model.label_max_us for model in self._models.values()), default=_NO_WATERMARK
+            ),
             "max_skew": self._max_skew_us,
             "offsets": dict(sorted(self._offsets.items())),
             "models": models,
@@ -2126,8 +2171,9 @@ class JoinState:
         A format-1 checkpoint holds the id strings; they are hashed on
         restore.  One written before the newest time of each topic was
         stored restores both as its watermark: the watermark then waits until
-        both topics pass it (or one passes it by ``max_skew_s``).  The state
-        gets the default ``max_skew_s``.
+        both topics pass it (or one passes it by ``max_skew_s``).  One written
+        before each model kept its own watermark gives every model the
+        partition's.  The state gets the default ``max_skew_s``.
 
         Raises
         ------
@@ -2174,9 +2220,6 @@ class JoinState:
             predictions_topic=payload["predictions_topic"],
             labels_topic=payload["labels_topic"],
         )
-        state._watermark_us = int(payload["watermark"])
-        state._prediction_max_us = int(payload.get("prediction_max", payload["watermark"]))
-        state._label_max_us = int(payload.get("label_max", payload["watermark"]))
         state._max_skew_us = int(payload.get("max_skew", state._max_skew_us))
         state._offsets = {str(topic): int(offset) for topic, offset in payload["offsets"].items()}
         return state
@@ -2190,6 +2233,7 @@ class JoinState:
         for stored in payload["models"]:
             model = state._model(stored["model_id"])
             _restore_counters(model, stored)
+            _restore_watermarks(model, stored, payload)
             _read_model(model, stored, reader)
         reader.finish()
         state._next_due_us = min(
@@ -2203,6 +2247,7 @@ class JoinState:
         for stored in payload["models"]:
             model = state._model(stored["model_id"])
             _restore_counters(model, stored)
+            _restore_watermarks(model, stored, payload)
             _read_model_v1(model, stored)
         state._next_due_us = min(
             (model.next_due() for model in state._models.values()), default=_NOTHING_DUE
@@ -2370,6 +2415,9 @@ def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dic
     writer.add("orphan_expiry", _narrow(orphans["expiry"][orphan_rows] - orphan_times))
     return {
         "model_id": model_id,
+        "watermark": model.watermark_us,
+        "prediction_max": model.prediction_max_us,
+        "label_max": model.label_max_us,
         "counters": [[v, c.values()] for v, c in sorted(model.counts.items())],
         "label_counters": model.label_counts.values(),
         "windows": [[model.window_start[c], model.window_deadline[c]] for c in windows],
@@ -2393,6 +2441,18 @@ def _restore_counters(model: _ModelJoin, stored: Mapping[str, Any]) -> None:
     for version, values in stored["counters"]:
         model.counts[str(version)] = _Counts.restore(values)
     model.label_counts = _Counts.restore(stored["label_counters"])
+
+
+def _restore_watermarks(
+    model: _ModelJoin, stored: Mapping[str, Any], header: Mapping[str, Any]
+) -> None:
+    """A model's watermark and newest times.  A checkpoint written before they were
+    kept per model holds the partition's, and every model resumes from those."""
+    source = stored if "watermark" in stored else header
+    watermark = int(source["watermark"])
+    model.watermark_us = watermark
+    model.prediction_max_us = int(source.get("prediction_max", watermark))
+    model.label_max_us = int(source.get("label_max", watermark))
 
 
 def _read_model(model: _ModelJoin, stored: Mapping[str, Any], reader: _ColumnReader) -> None:

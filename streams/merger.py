@@ -6,10 +6,9 @@ latest partial per (window, source partition) — so a replayed partial replaces
 rather than adds — and evaluates:
 
 * a drift window once every source partition has closed it (its watermark
-  for the model passed the window's end plus the allowed lateness), or has
-  been silent for ``idle_timeout_s``, or has read no newer prediction of the
-  model for that long (a partition the model's traffic left, or never
-  reached): drift, data-quality and volume points, written once;
+  of the model passed the window's end plus the allowed lateness), has read
+  none of the model's predictions, or has been silent for ``idle_timeout_s``:
+  drift, data-quality and volume points, written once;
 * a performance window every time a partial changes it (at most once per the
   model's ``emit_interval``), with ``n_labelled``, coverage, label-lag
   percentiles and ``is_final`` — same series and timestamp, so the store keeps
@@ -163,10 +162,9 @@ class WindowMerger:
         # When each partition was last heard from; all of them at the start, so a
         # partition counts as silent only once it has been for idle_timeout_s.
         self._heard: dict[int, float] = dict.fromkeys(range(partitions), clock())
-        # When each partition's drift watermark of a model last moved on; a
-        # partition without one counts from the start, as for _heard.
-        self._advanced: dict[str, dict[int, float]] = defaultdict(dict)
-        self._started = self._heard[0] if partitions else clock()
+        # Partitions that sent their watermarks since the start: every model's,
+        # so one without a watermark of a model has read none of its events.
+        self._reported: set[int] = set()
         self._observations: list[WindowObservation] = []
         self._counts_seen: dict[WindowKey, float] = {}
         self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
@@ -335,8 +333,7 @@ class WindowMerger:
         for model, marks in document.get("join_watermarks", {}).items():
             self._join_watermarks[model] = {int(s): int(w) for s, w in marks}
         self._heard = dict.fromkeys(range(self.partitions), now)
-        self._advanced = defaultdict(dict)
-        self._started = now
+        self._reported = set()
 
     def _model(self, model_id: str) -> ModelConfig:
         model = self.config.model(model_id)
@@ -355,9 +352,12 @@ class WindowMerger:
 
         Drift windows close by the first; performance windows settle, and
         windows are forgotten, by the second (a partition without one, an
-        older worker, is judged by its drift watermark).
+        older worker, is judged by its drift watermark). A partition sends
+        both for every configured model after each batch, None for a model
+        it has read nothing of: such a partition holds none of its windows.
         """
-        now = self._heard[source] = self.clock()
+        self._heard[source] = self.clock()
+        self._reported.add(source)
         for marks, value in (
             (self._watermarks, watermark_us),
             (self._join_watermarks, join_watermark_us),
@@ -366,8 +366,6 @@ class WindowMerger:
                 known = marks[model_id].get(source)
                 if known is None or value > known:
                     marks[model_id][source] = value
-                    if marks is self._watermarks:
-                        self._advanced[model_id][source] = now
 
     def _settle_watermarks(self, model_id: str) -> dict[int, int]:
         """Per partition, the watermark its performance windows settle by."""
@@ -427,7 +425,7 @@ class WindowMerger:
         return bool(watermarks) and all(
             watermarks[source] > key.window_start_us + after_us
             if source in watermarks
-            else self._silent(source, now)
+            else source in self._reported or self._silent(source, now)
             for source in range(self.partitions)
         )
 
@@ -438,16 +436,6 @@ class WindowMerger:
         with input sends its watermark after each batch): it holds no window
         back."""
         return now - self._heard.get(source, -math.inf) >= self.idle_timeout_s
-
-    def _idle(self, model_id: str, source: int, now: float) -> bool:
-        """Whether a source partition has read no newer prediction of a model for
-        ``idle_timeout_s`` (its drift watermark of the model has not moved on).
-
-        Each partition keeps a watermark per model, so one whose share of a
-        model's traffic stopped (or that never had any) would otherwise hold
-        the model's windows for ever while it reads other models."""
-        moved = self._advanced.get(model_id, {}).get(source, self._started)
-        return now - moved >= self.idle_timeout_s
 
     def add_late(self, source: int, late: dict[WindowKey, int]) -> None:
         """Cumulative late-prediction counts of a source partition."""
@@ -527,11 +515,10 @@ class WindowMerger:
         watermarks: Mapping[int, int] | None = None,
     ) -> bool:
         """Whether every source partition not in ``reported`` has a watermark at ``at_us``
-        or later, or (with ``idle_closes``) has been silent for ``idle_timeout_s`` while
-        the window has waited that long. ``watermarks``: the drift watermarks unless given;
-        judged by those, a partition whose watermark of the model has not moved on for
-        ``idle_timeout_s`` counts as silent."""
-        drift = watermarks is None
+        or later, has sent its watermarks without one of the model (it has read none of
+        its events), or (with ``idle_closes``) has been silent for ``idle_timeout_s``
+        while the window has waited that long. ``watermarks``: the drift watermarks
+        unless given."""
         if watermarks is None:
             watermarks = self._watermarks.get(key.model_id, {})
         waited = now - first_seen >= self.idle_timeout_s
@@ -541,13 +528,11 @@ class WindowMerger:
             watermark = watermarks.get(source)
             if watermark is not None and watermark >= at_us:
                 continue
+            if watermark is None and source in self._reported:
+                continue
             # A silent partition lets the window go when idle closes it, or when
             # it has read nothing at all.
-            if (
-                waited
-                and (idle_closes or watermark is None)
-                and (self._silent(source, now) or (drift and self._idle(key.model_id, source, now)))
-            ):
+            if waited and (idle_closes or watermark is None) and self._silent(source, now):
                 continue
             return False
         return True

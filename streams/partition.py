@@ -71,8 +71,9 @@ class BatchResult:
     watermarks_us: dict[str, int] = field(default_factory=dict)
     """Per model, the drift watermark (its newest prediction time read); its drift
     windows close by it."""
-    join_watermark_us: int | None = None
-    """The join's watermark: performance windows settle, and windows are forgotten, by it."""
+    join_watermarks_us: dict[str, int] = field(default_factory=dict)
+    """Per model, the join's watermark: its performance windows settle, and its windows
+    are forgotten, by it."""
     predictions: int = 0
     labels: int = 0
 
@@ -240,9 +241,9 @@ class PartitionProcessor:
         ]
         for letter in result.dead_letters:
             self._attribute(letter)
-        result.windows = self.windows.collect(self.join.watermark_us)
+        result.join_watermarks_us = self.join.watermarks_us
+        result.windows = self.windows.collect(result.join_watermarks_us)
         result.watermarks_us = dict(self.windows.watermarks_us)
-        result.join_watermark_us = self.join.watermark_us
         result.labels = len(labels)
         return result
 

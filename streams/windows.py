@@ -577,9 +577,9 @@ class WindowOutput:
 
 
 _SEGMENT_KEYS_KEPT = 4096
+"""Segment keys remembered per model (the combinations of values seen most recently)."""
 _NO_TIME = -(2**63)
 """Before every event time: a model's watermark before its first prediction."""
-"""Segment keys remembered per model (the combinations of values seen most recently)."""
 
 
 def forgotten_after_us(model: ModelConfig) -> int:
@@ -662,8 +662,9 @@ class PartitionWindows:
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
         self._windowing: dict[str, _Windowing] = {}
-        self.join_watermark_us: int | None = None
-        """The join's watermark at the last :meth:`collect`: windows it settled take no labels."""
+        self.join_watermarks_us: dict[str, int] = {}
+        """Per model, the join's watermark at the last :meth:`collect`: windows it settled
+        take no labels."""
         self.past_retention = 0
         """Predictions of windows already forgotten (counted nowhere else)."""
         self.dead_letters_past_retention = 0
@@ -848,8 +849,9 @@ class PartitionWindows:
             self.performance[key] = PerformanceAccumulator(new_stats(windowing.model))
 
     def _passed(self, key: WindowKey, after_us: int) -> bool:
-        """Whether the join's watermark is strictly past ``after_us`` from the window's start."""
-        watermark = self.join_watermark_us
+        """Whether the join's watermark of the window's model is strictly past ``after_us``
+        from the window's start."""
+        watermark = self.join_watermarks_us.get(key.model_id)
         return watermark is not None and watermark > key.window_start_us + after_us
 
     def _count_for_performance(self, model: ModelConfig, key: WindowKey, count: int) -> None:
@@ -889,16 +891,16 @@ class PartitionWindows:
             perf.add_pairs(model, batch)
             self._dirty.add(key)
 
-    def collect(self, join_watermark_us: int | None) -> WindowOutput:
+    def collect(self, join_watermarks_us: Mapping[str, int]) -> WindowOutput:
         """Close what the watermarks passed and hand out partials.
 
-        Drift windows past the partition's watermark leave the state as
+        Drift windows past their model's watermark leave the state as
         :class:`DriftPartial`; performance windows that changed since the last
-        call (or whose horizon passed, as final) are handed out cumulatively.
+        call (or whose horizon their model's join watermark passed, as final)
+        are handed out cumulatively. ``join_watermarks_us``: the join's, per model.
         """
         output = WindowOutput()
-        if join_watermark_us is not None:
-            self.join_watermark_us = join_watermark_us
+        self.join_watermarks_us.update(join_watermarks_us)
         closed = [
             key
             for key in self.predictions_by_window
@@ -907,6 +909,12 @@ class PartitionWindows:
         for key in closed:
             predictions = self.predictions_by_window.pop(key)
             accumulator = self.drift.pop(key, None)
+            if self._passed(key, self._windowing_of(key.model_id).forgotten_after_us):
+                # Closed only now, by a model whose traffic here paused for longer
+                # than the window is kept: the merger has let it go.
+                if key.segment == ALL_SEGMENTS:
+                    self.past_retention += predictions
+                continue
             payload = None if accumulator is None else accumulator.to_bytes()
             output.drift.append(DriftPartial(key, payload, predictions))
         if self.late:
@@ -936,6 +944,8 @@ class PartitionWindows:
         """Checkpointable state (see :meth:`restore`)."""
         return {
             "watermarks": self.watermarks_us,
+            # the newest of them, for a driftline from before per-model watermarks
+            "watermark": self.watermark_us,
             "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
             "counts": [[key.encode(), n] for key, n in self.predictions_by_window.items()],
             "perf": [
@@ -943,7 +953,7 @@ class PartitionWindows:
             ],
             "late": [[key.encode(), n] for key, n in self.late.items()],
             "dead": [[key.encode(), n] for key, n in self.dead_letters.items()],
-            "join_watermark": self.join_watermark_us,
+            "join_watermarks": self.join_watermarks_us,
             "past_retention": self.past_retention,
             "dead_letters_past_retention": self.dead_letters_past_retention,
         }
@@ -998,6 +1008,16 @@ class PartitionWindows:
                 "windows of model(s) %s dropped from the checkpoint: not in the configuration",
                 ", ".join(sorted(map(repr, dropped))),
             )
-        self.join_watermark_us = document.get("join_watermark")
+        if "join_watermarks" in document:
+            self.join_watermarks_us = {
+                model_id: int(moment)
+                for model_id, moment in document["join_watermarks"].items()
+                if self.config.model(model_id) is not None
+            }
+        else:  # one for the partition, from before they were kept per model
+            moment = document.get("join_watermark")
+            self.join_watermarks_us = (
+                {} if moment is None else {model.id: int(moment) for model in self.config.models}
+            )
         self.past_retention = int(document.get("past_retention", 0))
         self.dead_letters_past_retention = int(document.get("dead_letters_past_retention", 0))

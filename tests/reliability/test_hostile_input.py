@@ -501,7 +501,9 @@ def merge(merger: WindowMerger, result: BatchResult) -> None:
         merger.add_performance(0, performance)
     merger.add_late(0, result.windows.late)
     merger.add_dead_letters(0, result.windows.dead_letters)
-    merger.add_watermark(0, "churn", result.watermarks_us.get("churn"), result.join_watermark_us)
+    merger.add_watermark(
+        0, "churn", result.watermarks_us.get("churn"), result.join_watermarks_us.get("churn")
+    )
 
 
 def counter_totals(processor: PartitionProcessor) -> Counter[str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from schemas import DriftlineSettings, MonitorConfig, PredictionEvent
+from schemas import DriftlineSettings, LabelEvent, MonitorConfig, PredictionEvent
 from streams.app import Worker
-from streams.decode import RawMessage, decode_predictions
+from streams.decode import RawMessage, decode_labels, decode_predictions
+from streams.join import JoinCounters, JoinPolicy, JoinState
 from streams.merger import WindowMerger
 from streams.points import Point
 from streams.windows import PartitionWindows, WindowKey
@@ -19,6 +21,7 @@ from tests.unit.test_windows_merger import (
     T0,
     Partition,
     by_series,
+    label,
     prediction,
 )
 
@@ -52,6 +55,12 @@ def batchy(pid: str, second: float, x: float) -> bytes:
     return orjson.dumps(document)
 
 
+def batchy_label(pid: str, second: float, value: int) -> bytes:
+    document = orjson.loads(label(pid, second, value))
+    document["model_id"] = "batchy"
+    return orjson.dumps(document)
+
+
 def start_us(second: int) -> int:
     return int((T0 + timedelta(seconds=second)).timestamp() * 1_000_000)
 
@@ -80,7 +89,7 @@ def test_a_model_whose_events_run_behind_another_is_not_late() -> None:
     # and against its own clock a batchy event is late as before
     windows.add_predictions(decoded([batchy("b-late", 70, 0.0), batchy("b-old", 2, 0.0)]))
     assert dict(windows.late) == {WindowKey("batchy", "1", "all", start_us(0)): 1}
-    closed = windows.collect(None)
+    closed = windows.collect({})
     assert [partial.key for partial in closed.drift] == [
         WindowKey("batchy", "1", "all", start_us(0))
     ]
@@ -88,6 +97,12 @@ def test_a_model_whose_events_run_behind_another_is_not_late() -> None:
 
 def decoded(values: list[bytes]) -> list[PredictionEvent]:
     batch = decode_predictions(Partition(0).messages("p", values))
+    assert batch.dead_letters == []
+    return batch.events
+
+
+def decoded_labels(values: list[bytes]) -> list[LabelEvent]:
+    batch = decode_labels(Partition(0).messages("l", values))
     assert batch.dead_letters == []
     return batch.events
 
@@ -121,10 +136,18 @@ class Pipeline:
     def now(self) -> float:
         return self.clock
 
-    def step(self, number: int, predictions: list[bytes], seconds: float = 1.0) -> None:
+    def step(
+        self,
+        number: int,
+        predictions: list[bytes],
+        labels: Sequence[bytes] = (),
+        seconds: float = 1.0,
+    ) -> None:
         self.clock += seconds
         part = self.parts[number]
-        result = part.processor.process(part.messages("p", predictions), now=T0 + timedelta(days=1))
+        batch = part.messages("p", predictions) + part.messages("l", list(labels))
+        result = part.processor.process(batch, now=T0 + timedelta(days=30))
+        assert result.dead_letters == []
         for drift in result.windows.drift:
             self.merger.add_drift(number, drift)
         for perf in result.windows.performance:
@@ -132,7 +155,10 @@ class Pipeline:
         self.merger.add_late(number, result.windows.late)
         for model in CONFIG.models:
             self.merger.add_watermark(
-                number, model.id, result.watermarks_us.get(model.id), result.join_watermark_us
+                number,
+                model.id,
+                result.watermarks_us.get(model.id),
+                result.join_watermarks_us.get(model.id),
             )
         self.written.extend(self.merger.evaluate())
 
@@ -149,34 +175,66 @@ def test_the_merger_closes_a_models_window_by_that_models_watermarks() -> None:
     assert by_series(run.written, "feature_drift")  # drift of batchy's window was computed
 
 
-def test_a_partition_without_a_models_traffic_holds_its_windows_only_until_idle() -> None:
-    # batchy's traffic lands on partition 0 only; partition 1 reads churn all along
-    # (it is heard, so not silent), and has no batchy watermark to send.
-    run = Pipeline(partitions=2, idle_timeout_s=30.0)
+def test_a_partition_that_read_none_of_a_models_events_holds_none_of_its_windows() -> None:
+    # batchy's traffic lands on partition 0 only; partition 1 reads churn.
+    run = Pipeline(partitions=2)
     run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [batchy("b9", 75, 0.0)])
-    for second in range(10):
-        run.step(1, [prediction(f"c{second}", BEHIND_S + second, 0.0)], seconds=2.0)
-    assert run.clock < 30.0
-    assert volumes(run.written, "batchy") == {}  # partition 1 may still read batchy's
-    for second in range(10, 20):
-        run.step(1, [prediction(f"c{second}", BEHIND_S + second, 0.0)], seconds=2.0)
-    assert volumes(run.written, "batchy") == {0: (4, 0)}
-
-
-def test_a_partition_whose_share_of_a_model_stopped_holds_its_windows_only_until_idle() -> None:
-    run = Pipeline(partitions=2, idle_timeout_s=30.0)
-    run.step(1, [batchy("p1-first", 1, 0.0)])  # partition 1's batchy watermark: 1 s
-    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [batchy("b9", 75, 0.0)])
-    run.step(1, [prediction("c0", BEHIND_S, 0.0)], seconds=10.0)
+    run.step(0, [batchy("b9", 75, 0.0)])  # partition 0 closes batchy's [0, 60)
+    # partition 1 has not reported yet: it may hold batchy's events
     assert volumes(run.written, "batchy") == {}
-    for second in range(1, 6):  # churn moves on, batchy does not on partition 1
-        run.step(1, [prediction(f"c{second}", BEHIND_S + second, 0.0)], seconds=5.0)
-    # partition 1's [0, 60) is still open there: it comes as late once it closes
+    run.step(1, [prediction("c0", BEHIND_S, 0.0)])  # it reports, without a batchy watermark
+    assert run.clock < 30.0  # well before it could count as silent
     assert volumes(run.written, "batchy") == {0: (4, 0)}
+
+
+def test_a_partition_between_two_events_of_a_sparse_model_holds_its_window() -> None:
+    # Partition 1 has batchy's [0, 60) open; its next batchy event closes it.
+    # Reading churn meanwhile, for longer than the idle timeout, it is not
+    # silent: the window waits for its part instead of counting it late.
+    run = Pipeline(partitions=2)
+    run.step(1, [batchy("p1-first", 1, 0.0)])
+    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
+    run.step(0, [batchy("b9", 75, 0.0)])
+    for second in range(12):
+        run.step(1, [prediction(f"c{second}", BEHIND_S + second, 0.0)], seconds=5.0)
+    assert run.clock > 60.0
+    assert volumes(run.written, "batchy") == {}
     run.step(1, [batchy("p1-next", 90, 0.0)])
-    assert volumes(run.written, "batchy")[0] == (4, 1)
+    assert volumes(run.written, "batchy") == {0: (5, 0)}
+
+
+def test_a_model_behind_another_joins_its_labels_by_its_own_horizon() -> None:
+    # churn is a day on; batchy's predictions, a day old, are within their own
+    # label horizon (600 s): they wait for labels and their window stays open.
+    run = Pipeline(partitions=2)
+    run.step(0, [prediction("c0", 86_400, 0.0)], [label("c0", 86_401, 1)])
+    run.step(0, [batchy("b0", 5, 0.0), batchy("b1", 6, 0.0)], [batchy_label("b0", 30, 1)])
+    processor = run.parts[0].processor
+    assert processor.join.counters()[("batchy", "1")] == JoinCounters(predictions=2, joined=1)
+    run.step(1, [prediction("c1", 86_400, 0.0)])  # partition 1 reports: no batchy
+    run.step(0, [batchy("b2", 400, 0.0)], [batchy_label("b1", 401, 0)])
+    performance = [
+        point.fields
+        for point in run.written
+        if point.measurement == "model_performance"
+        and dict(point.tags)["model_id"] == "batchy"
+        and dict(point.tags)["metric"] == "accuracy"
+    ]
+    assert [(fields["n_labelled"], fields["is_final"]) for fields in performance][-1] == (2, False)
+    # past batchy's horizon (60 + 600 s) by its own clock: final, both labels in
+    run.step(0, [batchy("b3", 2000, 0.0)], [batchy_label("b3", 2001, 1)])
+    run.clock += 60.0
+    run.written.extend(run.merger.evaluate())
+    final = [
+        point.fields
+        for point in run.written
+        if point.measurement == "model_performance"
+        and dict(point.tags)["model_id"] == "batchy"
+        and dict(point.tags)["metric"] == "accuracy"
+        and point.time_ns // 1000 == start_us(0)
+        and point.fields["is_final"]
+    ]
+    assert [(fields["n_labelled"], fields["value"]) for fields in final] == [(2, 0.5)]
 
 
 def test_the_worker_sends_each_model_its_own_watermark(tmp_path: Path) -> None:
@@ -203,3 +261,46 @@ def test_the_worker_sends_each_model_its_own_watermark(tmp_path: Path) -> None:
         if document["kind"] == "watermark"
     }
     assert marks == {"churn": start_us(BEHIND_S + 9), "batchy": start_us(5)}
+
+
+POLICIES = {model.id: JoinPolicy.from_model(model) for model in CONFIG.models}
+
+
+def test_the_joins_checkpoint_keeps_each_models_watermark() -> None:
+    state = JoinState(0, POLICIES, predictions_topic="p", labels_topic="l")
+    events = decoded([prediction("c", 86_400, 0.0), batchy("b", 5, 0.0)])
+    state.add_predictions(events, [0, 1])
+    marks = state.watermarks_us
+    # one topic seen: each trails its model's newest prediction by max_skew (a day)
+    assert marks == {"churn": start_us(0), "batchy": start_us(5) - 86_400_000_000}
+    restored = JoinState.from_bytes(state.to_bytes(), POLICIES)
+    assert restored.watermarks_us == marks
+    assert restored.to_bytes() == state.to_bytes()
+
+
+def test_a_retired_models_held_predictions_expire_by_the_other_models() -> None:
+    # batchy is taken out of the configuration: no event moves its watermark
+    # again, so its pending prediction goes by the newest of the others'.
+    state = JoinState(0, POLICIES, predictions_topic="p", labels_topic="l")
+    state.add_predictions(decoded([batchy("b", 5, 0.0)]), [0])
+    retired = JoinState.from_bytes(state.to_bytes(), {"churn": POLICIES["churn"]})
+    assert retired.pending_count == 1
+    late_churn = decoded([prediction("c", 2 * 86_400, 0.0)])
+    retired.add_labels(decoded_labels([label("c", 2 * 86_400, 1)]), [0])
+    retired.add_predictions(late_churn, [1])
+    assert retired.counters()[("batchy", "1")].unlabelled == 1
+    assert retired.pending_count == 0
+
+
+def test_a_window_closed_after_its_model_paused_past_retention_is_counted_not_lost() -> None:
+    # batchy pauses for three days (churn goes on) and comes back: its last
+    # window closes only now, when the merger has long let it go. Its
+    # predictions count with those of forgotten windows instead of vanishing.
+    run = Pipeline(partitions=1)
+    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
+    run.step(0, [prediction("c0", 3 * 86_400, 0.0)], [label("c0", 3 * 86_400, 1)])
+    run.step(0, [batchy("back", 3 * 86_400, 0.0)])
+    windows = run.parts[0].processor.windows
+    assert windows.past_retention == 4
+    assert run.merger.ignored_partials == 0
+    assert volumes(run.written, "batchy") == {}

@@ -120,7 +120,10 @@ def feed(merger: WindowMerger, part: Partition, messages: list[RawMessage]) -> A
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
     merger.add_watermark(
-        part.number, "churn", result.watermarks_us.get("churn"), result.join_watermark_us
+        part.number,
+        "churn",
+        result.watermarks_us.get("churn"),
+        result.join_watermarks_us.get("churn"),
     )
     return result
 
@@ -264,7 +267,10 @@ def feed_split(merger: WindowMerger, part: Partition, messages: list[RawMessage]
     merger.add_late(part.number, result.windows.late)
     merger.add_dead_letters(part.number, result.windows.dead_letters)
     merger.add_watermark(
-        part.number, "churn", result.watermarks_us.get("churn"), result.join_watermark_us
+        part.number,
+        "churn",
+        result.watermarks_us.get("churn"),
+        result.join_watermarks_us.get("churn"),
     )
     return found + merger.evaluate()
 
@@ -1024,7 +1030,9 @@ def test_multiclass_log_loss_comes_from_the_class_scores_of_joined_predictions()
         result = processor.process(batch, now=T0 + timedelta(days=1))
         for perf in result.windows.performance:
             merger.add_performance(0, perf)
-        merger.add_watermark(0, "iris", result.watermarks_us.get("iris"), result.join_watermark_us)
+        merger.add_watermark(
+            0, "iris", result.watermarks_us.get("iris"), result.join_watermarks_us.get("iris")
+        )
     found = by_series(merger.evaluate(), "model_performance")
     metric = {dict(tags)["metric"]: fields for tags, fields in found.items()}
     scored = [index for index in range(count) if index % 8 != 7]
