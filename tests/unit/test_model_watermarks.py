@@ -304,3 +304,29 @@ def test_a_window_closed_after_its_model_paused_past_retention_is_counted_not_lo
     assert windows.past_retention == 4
     assert run.merger.ignored_partials == 0
     assert volumes(run.written, "batchy") == {}
+
+
+def test_a_restored_merger_waits_for_a_partition_to_report_again() -> None:
+    # What a partition reported before the merger's restart is not known after
+    # it: until it reports again it may hold any model's events.
+    run = Pipeline(partitions=2)
+    run.step(1, [prediction("c0", BEHIND_S, 0.0)])  # reports: no batchy
+    restored = WindowMerger(CONFIG, load, partitions=2, clock=run.now)
+    restored.restore(orjson.loads(orjson.dumps(run.merger.snapshot())))
+    run.merger = restored
+    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
+    run.step(0, [batchy("b9", 75, 0.0)])
+    assert volumes(run.written, "batchy") == {}
+    run.step(1, [prediction("c1", BEHIND_S + 1, 0.0)])
+    assert volumes(run.written, "batchy") == {0: (4, 0)}
+
+
+def test_watermarks_of_a_model_taken_out_of_the_configuration_are_dropped() -> None:
+    windows = PartitionWindows(CONFIG, load)
+    windows.add_predictions(decoded([prediction("c", BEHIND_S, 0.1), batchy("b", 3, 0.2)]))
+    windows.collect({"churn": start_us(1), "batchy": start_us(2)})
+    churn_only = MonitorConfig.model_validate({"models": [{"id": "churn", **MODEL}]})
+    restored = PartitionWindows(churn_only, load)
+    restored.restore(orjson.loads(orjson.dumps(windows.snapshot())))
+    assert restored.watermarks_us == {"churn": start_us(BEHIND_S)}
+    assert restored.join_watermarks_us == {"churn": start_us(1)}
