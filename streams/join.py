@@ -1703,11 +1703,10 @@ class JoinState:
             model_id = event.model_id
             model = models[model_id]
             if model is not current:
-                if current is not None:
-                    current.watermark_us, current.prediction_max_us = watermark, prediction_max
+                watermark, prediction_max, label_max = _switch_clock(
+                    current, model, watermark, prediction_max, label_max
+                )
                 current = model
-                watermark, prediction_max = model.watermark_us, model.prediction_max_us
-                label_max = model.label_max_us
             version, counts = model.versions.get(event.model_version) or model.version(
                 event.model_version
             )
@@ -1863,11 +1862,10 @@ class JoinState:
         for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model = models[event.model_id]
             if model is not current:
-                if current is not None:
-                    current.watermark_us, current.label_max_us = watermark, label_max
+                watermark, prediction_max, label_max = _switch_clock(
+                    current, model, watermark, prediction_max, label_max
+                )
                 current = model
-                watermark, label_max = model.watermark_us, model.label_max_us
-                prediction_max = model.prediction_max_us
             counts = model.label_counts
             if offset < next_expected:
                 counts.replayed_skipped += 1
@@ -2441,6 +2439,17 @@ def _restore_counters(model: _ModelJoin, stored: Mapping[str, Any]) -> None:
     for version, values in stored["counters"]:
         model.counts[str(version)] = _Counts.restore(values)
     model.label_counts = _Counts.restore(stored["label_counters"])
+
+
+def _switch_clock(
+    left: _ModelJoin | None, taken: _ModelJoin, watermark: int, prediction_max: int, label_max: int
+) -> tuple[int, int, int]:
+    """In an event loop that keeps a model's watermark and newest times in locals: store
+    those of the model it leaves (if any), return those of the model it takes up."""
+    if left is not None:
+        left.watermark_us, left.prediction_max_us = watermark, prediction_max
+        left.label_max_us = label_max
+    return taken.watermark_us, taken.prediction_max_us, taken.label_max_us
 
 
 def _restore_watermarks(

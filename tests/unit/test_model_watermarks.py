@@ -203,6 +203,18 @@ def test_a_partition_between_two_events_of_a_sparse_model_holds_its_window() -> 
     assert volumes(run.written, "batchy") == {0: (5, 0)}
 
 
+def batchy_accuracy(written: list[Point]) -> list[dict[str, Any]]:
+    """Fields of batchy's accuracy points of the window at 0 s, in the order written."""
+    return [
+        dict(point.fields)
+        for point in written
+        if point.measurement == "model_performance"
+        and dict(point.tags)["model_id"] == "batchy"
+        and dict(point.tags)["metric"] == "accuracy"
+        and point.time_ns // 1000 == start_us(0)
+    ]
+
+
 def test_a_model_behind_another_joins_its_labels_by_its_own_horizon() -> None:
     # churn is a day on; batchy's predictions, a day old, are within their own
     # label horizon (600 s): they wait for labels and their window stays open.
@@ -213,27 +225,13 @@ def test_a_model_behind_another_joins_its_labels_by_its_own_horizon() -> None:
     assert processor.join.counters()[("batchy", "1")] == JoinCounters(predictions=2, joined=1)
     run.step(1, [prediction("c1", 86_400, 0.0)])  # partition 1 reports: no batchy
     run.step(0, [batchy("b2", 400, 0.0)], [batchy_label("b1", 401, 0)])
-    performance = [
-        point.fields
-        for point in run.written
-        if point.measurement == "model_performance"
-        and dict(point.tags)["model_id"] == "batchy"
-        and dict(point.tags)["metric"] == "accuracy"
-    ]
+    performance = batchy_accuracy(run.written)
     assert [(fields["n_labelled"], fields["is_final"]) for fields in performance][-1] == (2, False)
     # past batchy's horizon (60 + 600 s) by its own clock: final, both labels in
     run.step(0, [batchy("b3", 2000, 0.0)], [batchy_label("b3", 2001, 1)])
     run.clock += 60.0
     run.written.extend(run.merger.evaluate())
-    final = [
-        point.fields
-        for point in run.written
-        if point.measurement == "model_performance"
-        and dict(point.tags)["model_id"] == "batchy"
-        and dict(point.tags)["metric"] == "accuracy"
-        and point.time_ns // 1000 == start_us(0)
-        and point.fields["is_final"]
-    ]
+    final = [fields for fields in batchy_accuracy(run.written) if fields["is_final"]]
     assert [(fields["n_labelled"], fields["value"]) for fields in final] == [(2, 0.5)]
 
 
