@@ -167,13 +167,21 @@ class WindowConfig(_Section):
         default=timedelta(seconds=1),
         description="Least time between two re-emissions of a window's performance.",
     )
+    runs_behind: Duration = Field(
+        default=timedelta(0),
+        description=(
+            "How far this model's event times may run behind those of other models on the "
+            "same topics (a batch uploader, a backfill): within it, its own events' times "
+            "judge lateness and close and settle its windows. 0: the newest time of any model."
+        ),
+    )
 
     @field_validator("size", "emit_interval")
     @classmethod
     def _check_positive(cls, value: timedelta) -> timedelta:
         return _positive(value)
 
-    @field_validator("allowed_lateness", "label_horizon", "orphan_label_ttl")
+    @field_validator("allowed_lateness", "label_horizon", "orphan_label_ttl", "runs_behind")
     @classmethod
     def _check_non_negative(cls, value: timedelta) -> timedelta:
         return _non_negative(value)

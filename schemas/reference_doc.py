@@ -105,6 +105,7 @@ CHECKS: Mapping[str, str] = {
     "models[].window.allowed_lateness": "≥ 0",
     "models[].window.label_horizon": "≥ 0",
     "models[].window.orphan_label_ttl": "≥ 0",
+    "models[].window.runs_behind": "≥ 0",
     "models[].window.emit_interval": "> 0",
 }
 """Key path → bounds that a validator (not the field's type) enforces."""

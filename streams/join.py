@@ -376,6 +376,11 @@ class JoinPolicy:
         Other names the kept class's score may come under, tried in order
         when ``score_kept`` is not among a prediction's scores (``"true"``
         for ``"1"``: ``ModelConfig.positive_score_keys``).
+    runs_behind_s
+        How far the model's event times may run behind the partition's
+        newest (other models' on the same topics), ≥ 0: its watermark is the
+        later of the partition's less this and the one over its own events.
+        0: the partition's.
 
     Examples
     --------
@@ -389,12 +394,14 @@ class JoinPolicy:
     orphan_label_ttl_s: float
     score_kept: str | None = None
     score_aliases: tuple[str, ...] = ()
+    runs_behind_s: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (
             ("window_size_s", self.window_size_s, 1e-6, "≥ 1e-6 (one microsecond)"),
             ("label_horizon_s", self.label_horizon_s, 0.0, "≥ 0"),
             ("orphan_label_ttl_s", self.orphan_label_ttl_s, 0.0, "≥ 0"),
+            ("runs_behind_s", self.runs_behind_s, 0.0, "≥ 0"),
         )
         for name, value, low, valid in checks:
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -424,6 +431,7 @@ class JoinPolicy:
             orphan_label_ttl_s=window.orphan_label_ttl.total_seconds(),
             score_kept=score_kept,
             score_aliases=score_aliases,
+            runs_behind_s=window.runs_behind.total_seconds(),
         )
 
     @classmethod
@@ -914,6 +922,7 @@ class _ModelJoin:
     """
 
     __slots__ = (
+        "behind_us",
         "counts",
         "keys",
         "label_counts",
@@ -929,7 +938,6 @@ class _ModelJoin:
         "profiles",
         "released_orphans",
         "released_pending",
-        "retired",
         "score_aliases",
         "score_kept",
         "score_width",
@@ -951,8 +959,8 @@ class _ModelJoin:
     def __init__(self, policy: JoinPolicy | None) -> None:
         # Without a policy (a model dropped from the configuration, seen again only
         # in a checkpoint or a replay) nothing new is admitted; held entries expire
-        # by the other models' watermarks, as no event moves its own.
-        self.retired = policy is None
+        # by the partition's watermark (behind_us 0), as no event moves its own.
+        self.behind_us = 0 if policy is None else _to_us(policy.runs_behind_s)
         self.window_size_us = 1 if policy is None else max(1, _to_us(policy.window_size_s))
         self.lifetime_us = (
             0 if policy is None else (self.window_size_us + _to_us(policy.label_horizon_s))
@@ -976,7 +984,9 @@ class _ModelJoin:
             },
         )
         self.orphan_due = _NOTHING_DUE
-        # The model's watermark and the newest time of each topic (module notes).
+        # The watermark over the model's own events and its newest time on each
+        # topic (module notes); its watermark is the later of this one and the
+        # partition's less behind_us.
         self.watermark_us = _NO_WATERMARK
         self.prediction_max_us = _NO_WATERMARK
         self.label_max_us = _NO_WATERMARK
@@ -1530,6 +1540,9 @@ class JoinState:
         self._models: dict[str, _ModelJoin] = {}
         self._model_bits: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
+        self._watermark_us = _NO_WATERMARK
+        self._prediction_max_us = _NO_WATERMARK
+        self._label_max_us = _NO_WATERMARK
         if (
             isinstance(max_skew_s, bool)
             or not isinstance(max_skew_s, int | float)
@@ -1555,28 +1568,33 @@ class JoinState:
         return MappingProxyType(self._policies)
 
     @property
-    def watermarks_us(self) -> dict[str, int]:
-        """Each model's watermark (µs since epoch), for the models with one.
+    def watermark_us(self) -> int | None:
+        """The partition's watermark (µs since epoch), None before any event.
 
         ``max(min(prediction_max, label_max), max(prediction_max, label_max) −
-        max_skew)`` over the newest time of the model seen on each topic, or
-        later if :meth:`expire` moved it; it never moves back.  Before the
-        second topic is seen it trails the first by ``max_skew_s``.
+        max_skew)`` over the newest time seen on each topic, or later if
+        :meth:`expire` moved it; it never moves back.  Before the second topic
+        is seen it trails the first by ``max_skew_s``.
         """
-        return {
-            model_id: model.watermark_us
-            for model_id, model in self._models.items()
-            if model.watermark_us != _NO_WATERMARK
-        }
+        return None if self._watermark_us == _NO_WATERMARK else self._watermark_us
 
     @property
-    def watermark_us(self) -> int | None:
-        """The newest of the models' watermarks (µs since epoch), None before any event."""
-        top = self._top_watermark()
-        return None if top == _NO_WATERMARK else top
+    def watermarks_us(self) -> dict[str, int]:
+        """Each configured model's watermark (µs since epoch), once the partition has one.
 
-    def _top_watermark(self) -> int:
-        return max((model.watermark_us for model in self._models.values()), default=_NO_WATERMARK)
+        The later of the partition's watermark less the model's
+        ``runs_behind_s`` and the same rule over the model's own events: with
+        ``runs_behind_s`` 0 (the default) the partition's.
+        """
+        partition = self._watermark_us
+        if partition == _NO_WATERMARK:
+            return {}
+        marks = {}
+        for model_id, policy in self._policies.items():
+            model = self._models.get(model_id)
+            own = _NO_WATERMARK if model is None else model.watermark_us
+            marks[model_id] = max(own, partition - _to_us(policy.runs_behind_s))
+        return marks
 
     @property
     def applied_offsets(self) -> dict[tuple[str, int], int]:
@@ -1693,18 +1711,21 @@ class JoinState:
         kinds, deadlines, entries, windows, times, profiles, values = changes
         [scores_of] = batch.lists("scores")
         models = self._models
+        watermark = self._watermark_us
+        label_max = self._label_max_us
+        prediction_max = self._prediction_max_us
         max_skew = self._max_skew_us
         next_due = self._next_due_us
-        # The watermark and newest times of the model of the event at hand, as
+        # The own watermark and newest times of the model of the event at hand, as
         # locals (most batches hold one model); written back on a change of model.
         current: _ModelJoin | None = None
-        watermark = label_max = prediction_max = _NO_WATERMARK
+        own = own_predictions = own_labels = behind = _NO_WATERMARK
         for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model_id = event.model_id
             model = models[model_id]
             if model is not current:
-                watermark, prediction_max, label_max = _switch_clock(
-                    current, model, watermark, prediction_max, label_max
+                own, own_predictions, own_labels, behind = _switch_clock(
+                    current, model, own, own_predictions, own_labels
                 )
                 current = model
             version, counts = model.versions.get(event.model_version) or model.version(
@@ -1723,6 +1744,20 @@ class JoinState:
                     candidate = label_max if label_max > time_us - max_skew else time_us - max_skew
                 if candidate > watermark:  # noqa: PLR1730 (cheaper than max() per event)
                     watermark = candidate
+            if time_us > own_predictions:
+                own_predictions = time_us
+                # The same rule over the model's own events.
+                candidate = time_us
+                if own_labels < time_us:
+                    candidate = (
+                        own_labels if own_labels > time_us - max_skew else time_us - max_skew
+                    )
+                if candidate > own:  # noqa: PLR1730
+                    own = candidate
+            # The model's watermark: its own, or the partition's less runs_behind.
+            effective = watermark - behind
+            if own > effective:  # noqa: PLR1730
+                effective = own
             counts.predictions += 1
             key = keys[at]
             changed_at = changed.get(key) if repeats else None
@@ -1734,7 +1769,7 @@ class JoinState:
                     deadlines[changed_at],
                     entries[changed_at],
                 )
-            alive = deadline >= watermark
+            alive = deadline >= effective
             if alive and kind != _ORPHAN:  # pending or joined: a repeat
                 counts.duplicate_predictions += 1
                 continue
@@ -1742,7 +1777,7 @@ class JoinState:
                 applied.append(at)
             window_start_us = time_us - time_us % model.window_size_us
             deadline_us = window_start_us + model.lifetime_us
-            if watermark > deadline_us:
+            if effective > deadline_us:
                 counts.unlabelled += 1
                 if past_horizon is not None:
                     past_horizon.append(at)
@@ -1811,7 +1846,9 @@ class JoinState:
             values[at] = value
             scores_of[at] = None if scores is None else tuple(scores.values())
         if current is not None:
-            current.watermark_us, current.prediction_max_us = watermark, prediction_max
+            _switch_clock(current, current, own, own_predictions, own_labels)
+        self._prediction_max_us = prediction_max
+        self._watermark_us = watermark
         self._next_due_us = next_due
         self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
@@ -1855,15 +1892,18 @@ class JoinState:
             "kind", "deadline", "entry", "window", "time", "label"
         )
         models = self._models
+        watermark = self._watermark_us
+        label_max = self._label_max_us
+        prediction_max = self._prediction_max_us
         max_skew = self._max_skew_us
         next_due = self._next_due_us
         current: _ModelJoin | None = None  # as in add_predictions
-        watermark = label_max = prediction_max = _NO_WATERMARK
+        own = own_predictions = own_labels = behind = _NO_WATERMARK
         for at, (event, offset) in enumerate(zip(events, offsets, strict=True)):
             model = models[event.model_id]
             if model is not current:
-                watermark, prediction_max, label_max = _switch_clock(
-                    current, model, watermark, prediction_max, label_max
+                own, own_predictions, own_labels, behind = _switch_clock(
+                    current, model, own, own_predictions, own_labels
                 )
                 current = model
             counts = model.label_counts
@@ -1884,6 +1924,20 @@ class JoinState:
                     )
                 if candidate > watermark:  # noqa: PLR1730 (cheaper than max() per event)
                     watermark = candidate
+            if time_us > own_labels:
+                own_labels = time_us
+                candidate = time_us
+                if own_predictions < time_us:
+                    candidate = (
+                        own_predictions
+                        if own_predictions > time_us - max_skew
+                        else time_us - max_skew
+                    )
+                if candidate > own:  # noqa: PLR1730
+                    own = candidate
+            effective = watermark - behind
+            if own > effective:  # noqa: PLR1730
+                effective = own
             counts.labels += 1
             key = keys[at]
             changed_at = changed.get(key) if repeats else None
@@ -1895,7 +1949,7 @@ class JoinState:
                     deadlines[changed_at],
                     entries[changed_at],
                 )
-            if deadline >= watermark:
+            if deadline >= effective:
                 if kind != _PENDING:  # joined, or a label is already waiting
                     counts.duplicate_labels += 1
                     continue
@@ -1935,7 +1989,7 @@ class JoinState:
                 continue
             if kind != _ABSENT:  # expired earlier in this batch, replaced now
                 self._retire(model, batch, at, changed_at)
-            expiry_us = max(watermark, time_us) + model.orphan_ttl_us
+            expiry_us = max(effective, time_us) + model.orphan_ttl_us
             if repeats:
                 changed[key] = at
             kinds[at] = _NEW_ORPHAN
@@ -1945,7 +1999,9 @@ class JoinState:
             labels[at] = event.label
             next_due = min(next_due, expiry_us)
         if current is not None:
-            current.watermark_us, current.label_max_us = watermark, label_max
+            _switch_clock(current, current, own, own_predictions, own_labels)
+        self._label_max_us = label_max
+        self._watermark_us = watermark
         self._next_due_us = next_due
         self._commit(batch)
         self._record_offset(topic, next_expected, next_offset)
@@ -2020,7 +2076,7 @@ class JoinState:
                     mine = final[member[final]]
                 if mine.size:
                     model.apply(batch, columns, mine)
-        if self._top_watermark() > self._next_due_us:
+        if self._watermark_us > self._next_due_us:
             self._expire_due()
 
     def expire(self, now_event_time: datetime) -> None:
@@ -2035,10 +2091,10 @@ class JoinState:
         :meth:`counters` (``unlabelled``, ``orphan_labels``).
         """
         now_us = event_us(now_event_time)
-        for model in self._models.values():
-            model.watermark_us = max(model.watermark_us, now_us)
-        if now_us > self._next_due_us:
-            self._expire_due()
+        if now_us > self._watermark_us:
+            self._watermark_us = now_us
+            if now_us > self._next_due_us:
+                self._expire_due()
 
     def _check_batch(
         self,
@@ -2088,9 +2144,9 @@ class JoinState:
 
     def _expire_due(self) -> None:
         next_due = _NOTHING_DUE
-        top = self._top_watermark()
+        partition = self._watermark_us
         for model in self._models.values():
-            watermark = top if model.retired else model.watermark_us
+            watermark = max(model.watermark_us, partition - model.behind_us)
             if model.next_due() < watermark:
                 model.expire(watermark)
             next_due = min(next_due, model.next_due())
@@ -2130,15 +2186,9 @@ class JoinState:
             "partition": self._partition,
             "predictions_topic": self._predictions_topic,
             "labels_topic": self._labels_topic,
-            # the newest of the models' (each model's own is in its header)
-            "watermark": self._top_watermark(),
-            "prediction_max": max(
-                (model.prediction_max_us for model in self._models.values()),
-                default=_NO_WATERMARK,
-            ),
-            "label_max": max(
-                (model.label_max_us for model in self._models.values()), default=_NO_WATERMARK
-            ),
+            "watermark": self._watermark_us,
+            "prediction_max": self._prediction_max_us,
+            "label_max": self._label_max_us,
             "max_skew": self._max_skew_us,
             "offsets": dict(sorted(self._offsets.items())),
             "models": models,
@@ -2218,6 +2268,9 @@ class JoinState:
             predictions_topic=payload["predictions_topic"],
             labels_topic=payload["labels_topic"],
         )
+        state._watermark_us = int(payload["watermark"])
+        state._prediction_max_us = int(payload.get("prediction_max", payload["watermark"]))
+        state._label_max_us = int(payload.get("label_max", payload["watermark"]))
         state._max_skew_us = int(payload.get("max_skew", state._max_skew_us))
         state._offsets = {str(topic): int(offset) for topic, offset in payload["offsets"].items()}
         return state
@@ -2442,21 +2495,26 @@ def _restore_counters(model: _ModelJoin, stored: Mapping[str, Any]) -> None:
 
 
 def _switch_clock(
-    left: _ModelJoin | None, taken: _ModelJoin, watermark: int, prediction_max: int, label_max: int
-) -> tuple[int, int, int]:
-    """In an event loop that keeps a model's watermark and newest times in locals: store
-    those of the model it leaves (if any), return those of the model it takes up."""
+    left: _ModelJoin | None, taken: _ModelJoin, own: int, own_predictions: int, own_labels: int
+) -> tuple[int, int, int, int]:
+    """In an event loop that keeps a model's own watermark and newest times in locals:
+    store those of the model it leaves (if any); return those of the model it takes up,
+    with how far it may run behind the partition."""
     if left is not None:
-        left.watermark_us, left.prediction_max_us = watermark, prediction_max
-        left.label_max_us = label_max
-    return taken.watermark_us, taken.prediction_max_us, taken.label_max_us
+        left.watermark_us, left.prediction_max_us, left.label_max_us = (
+            own,
+            own_predictions,
+            own_labels,
+        )
+    return taken.watermark_us, taken.prediction_max_us, taken.label_max_us, taken.behind_us
 
 
 def _restore_watermarks(
     model: _ModelJoin, stored: Mapping[str, Any], header: Mapping[str, Any]
 ) -> None:
-    """A model's watermark and newest times.  A checkpoint written before they were
-    kept per model holds the partition's, and every model resumes from those."""
+    """A model's own watermark and newest times.  A checkpoint written before they
+    were kept has the partition's only, and the model resumes from those (as it was
+    judged by them)."""
     source = stored if "watermark" in stored else header
     watermark = int(source["watermark"])
     model.watermark_us = watermark

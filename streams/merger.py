@@ -6,9 +6,8 @@ latest partial per (window, source partition) — so a replayed partial replaces
 rather than adds — and evaluates:
 
 * a drift window once every source partition has closed it (its watermark
-  of the model passed the window's end plus the allowed lateness), has read
-  none of the model's predictions, or has been silent for ``idle_timeout_s``:
-  drift, data-quality and volume points, written once;
+  passed the window's end plus the allowed lateness), or has been silent for
+  ``idle_timeout_s``: drift, data-quality and volume points, written once;
 * a performance window every time a partial changes it (at most once per the
   model's ``emit_interval``), with ``n_labelled``, coverage, label-lag
   percentiles and ``is_final`` — same series and timestamp, so the store keeps
@@ -162,9 +161,6 @@ class WindowMerger:
         # When each partition was last heard from; all of them at the start, so a
         # partition counts as silent only once it has been for idle_timeout_s.
         self._heard: dict[int, float] = dict.fromkeys(range(partitions), clock())
-        # Partitions that sent their watermarks since the start: every model's,
-        # so one without a watermark of a model has read none of its events.
-        self._reported: set[int] = set()
         self._observations: list[WindowObservation] = []
         self._counts_seen: dict[WindowKey, float] = {}
         self._counts_emitted: dict[WindowKey, tuple[int, int]] = {}
@@ -333,7 +329,6 @@ class WindowMerger:
         for model, marks in document.get("join_watermarks", {}).items():
             self._join_watermarks[model] = {int(s): int(w) for s, w in marks}
         self._heard = dict.fromkeys(range(self.partitions), now)
-        self._reported = set()
 
     def _model(self, model_id: str) -> ModelConfig:
         model = self.config.model(model_id)
@@ -352,12 +347,9 @@ class WindowMerger:
 
         Drift windows close by the first; performance windows settle, and
         windows are forgotten, by the second (a partition without one, an
-        older worker, is judged by its drift watermark). A partition sends
-        both for every configured model after each batch, None for a model
-        it has read nothing of: such a partition holds none of its windows.
+        older worker, is judged by its drift watermark).
         """
         self._heard[source] = self.clock()
-        self._reported.add(source)
         for marks, value in (
             (self._watermarks, watermark_us),
             (self._join_watermarks, join_watermark_us),
@@ -425,7 +417,7 @@ class WindowMerger:
         return bool(watermarks) and all(
             watermarks[source] > key.window_start_us + after_us
             if source in watermarks
-            else source in self._reported or self._silent(source, now)
+            else self._silent(source, now)
             for source in range(self.partitions)
         )
 
@@ -515,10 +507,8 @@ class WindowMerger:
         watermarks: Mapping[int, int] | None = None,
     ) -> bool:
         """Whether every source partition not in ``reported`` has a watermark at ``at_us``
-        or later, has sent its watermarks without one of the model (it has read none of
-        its events), or (with ``idle_closes``) has been silent for ``idle_timeout_s``
-        while the window has waited that long. ``watermarks``: the drift watermarks
-        unless given."""
+        or later, or (with ``idle_closes``) has been silent for ``idle_timeout_s`` while
+        the window has waited that long. ``watermarks``: the drift watermarks unless given."""
         if watermarks is None:
             watermarks = self._watermarks.get(key.model_id, {})
         waited = now - first_seen >= self.idle_timeout_s
@@ -527,8 +517,6 @@ class WindowMerger:
                 continue
             watermark = watermarks.get(source)
             if watermark is not None and watermark >= at_us:
-                continue
-            if watermark is None and source in self._reported:
                 continue
             # A silent partition lets the window go when idle closes it, or when
             # it has read nothing at all.

@@ -6,10 +6,11 @@ Windows are keyed by model, version, segment and start; every prediction feeds
 the ``all`` segment and, when the model is configured with ``segment_by``, its
 own segment too.
 
-* A **drift window** closes when its model's watermark in the partition (the
-  newest prediction time of that model seen, minus the model's allowed
-  lateness) passes its end: each model keeps its own event-time clock, so a
-  model whose events run behind another's on the same topics is not late.
+* A **drift window** closes when its model's watermark in the partition
+  (the newest prediction time seen, minus the model's allowed lateness) passes
+  its end. The newest time is the partition's, of any model, unless the model
+  ``runs_behind``: then the later of its own newest and the partition's less
+  that (a model whose events run behind others' on the same topics).
   Its sketches are handed out once as a :class:`DriftPartial`; predictions for
   a closed window are counted as late.
 * A **performance window** stays open until the join's watermark passes its
@@ -603,6 +604,7 @@ class _Windowing:
 
     __slots__ = (
         "_segments",
+        "behind_us",
         "closes_after_us",
         "forgotten_after_us",
         "horizon_us",
@@ -620,6 +622,7 @@ class _Windowing:
         self.horizon_us = duration_us(model.window.label_horizon)
         self.settles_after_us = self.size_us + self.horizon_us
         self.forgotten_after_us = forgotten_after_us(model)
+        self.behind_us = duration_us(model.window.runs_behind)
         self.segment_by = tuple(model.segment_by or ())
         self._segments: dict[str | tuple[str | None, ...] | None, str] = {}
 
@@ -656,8 +659,10 @@ class PartitionWindows:
         self.drift: dict[WindowKey, DriftAccumulator] = {}
         self.predictions_by_window: dict[WindowKey, int] = defaultdict(int)
         self.performance: dict[WindowKey, PerformanceAccumulator] = {}
-        self.watermarks_us: dict[str, int] = {}
-        """Per model, the newest prediction time read (µs): its drift windows close by it."""
+        self.newest_us: int | None = None
+        """The newest prediction time read, of any model (µs)."""
+        self.own_us: dict[str, int] = {}
+        """Per model, its newest prediction time read (µs)."""
         self.late: dict[WindowKey, int] = defaultdict(int)
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
@@ -702,12 +707,32 @@ class PartitionWindows:
     @property
     def watermark_us(self) -> int | None:
         """The newest prediction time of any model read (µs), None before any."""
-        return max(self.watermarks_us.values(), default=None)
+        return self.newest_us
+
+    @property
+    def watermarks_us(self) -> dict[str, int]:
+        """Each configured model's drift watermark (µs), once a prediction was read.
+
+        The partition's newest prediction time, or for a model that
+        ``runs_behind``, the later of its own newest and the partition's less
+        that.
+        """
+        newest = self.newest_us
+        if newest is None:
+            return {}
+        return {model.id: self._watermark_of(model.id, newest) for model in self.config.models}
+
+    def _watermark_of(self, model_id: str, newest: int) -> int:
+        floor = newest - self._windowing_of(model_id).behind_us
+        own = self.own_us.get(model_id, _NO_TIME)
+        return own if own > floor else floor
 
     def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:
         """Whether this partition's drift window has closed (by its model's watermark)."""
-        watermark = self.watermarks_us.get(key.model_id)
-        return watermark is not None and watermark >= self.closes_at_us(model, key)
+        newest = self.newest_us
+        return newest is not None and self._watermark_of(key.model_id, newest) >= self.closes_at_us(
+            model, key
+        )
 
     def add_predictions(
         self, events: Iterable[PredictionEvent], past_horizon: Container[int] | None = None
@@ -737,20 +762,26 @@ class PartitionWindows:
         late_unjoinable: dict[tuple[str, str, str, int], int] = {}
         open_unjoinable: dict[tuple[str, str, str, int], int] = {}
         past = past_horizon or None  # nothing to look up in the usual case
-        # Lateness is judged event by event against its model's watermark as it
-        # stood just before the event (the newest time of the model's
-        # predictions read before it, in offset order), so it does not depend
-        # on how the messages were batched: a live run and a replay agree.
-        newest_of = dict(self.watermarks_us)
+        # Lateness is judged event by event against the model's watermark as it
+        # stood just before the event (from the newest times of the predictions
+        # read before it, in offset order), so it does not depend on how the
+        # messages were batched: a live run and a replay agree.
+        top = _NO_TIME if self.newest_us is None else self.newest_us
+        own_of = self.own_us
         for index, event in enumerate(batch):
             model_id = event.model_id
             windowing = windowings.get(model_id) or self._windowing_of(model_id)
             moment = event_us(event.timestamp)
             start = moment - moment % windowing.size_us
-            newest = newest_of.get(model_id, _NO_TIME)
-            late = newest >= start + windowing.closes_after_us
-            if moment > newest:
-                newest_of[model_id] = moment
+            own = own_of.get(model_id, _NO_TIME)
+            watermark = top - windowing.behind_us
+            if own > watermark:  # noqa: PLR1730 (cheaper than max() per event)
+                watermark = own
+            late = watermark >= start + windowing.closes_after_us
+            if moment > own:
+                own_of[model_id] = moment
+            if moment > top:  # noqa: PLR1730
+                top = moment
             version = event.model_version
             identities = [(model_id, version, ALL_SEGMENTS, start)]
             if windowing.segment_by:
@@ -808,7 +839,8 @@ class PartitionWindows:
                 if positions is not None:
                     selected = np.searchsorted(positions, selected)
                 accumulator.update_columns(read, selected)
-        self.watermarks_us = newest_of
+        if top != _NO_TIME:
+            self.newest_us = top
 
     @staticmethod
     def _columns(
@@ -943,9 +975,8 @@ class PartitionWindows:
     def snapshot(self) -> dict[str, Any]:
         """Checkpointable state (see :meth:`restore`)."""
         return {
-            "watermarks": self.watermarks_us,
-            # the newest of them, for a driftline from before per-model watermarks
-            "watermark": self.watermark_us,
+            "watermark": self.newest_us,
+            "own": self.own_us,
             "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
             "counts": [[key.encode(), n] for key, n in self.predictions_by_window.items()],
             "perf": [
@@ -974,18 +1005,16 @@ class PartitionWindows:
                 else:
                     yield key, value
 
-        if "watermarks" in document:
-            self.watermarks_us = {
+        self.newest_us = newest = document["watermark"]
+        if "own" in document:
+            self.own_us = {
                 model_id: int(moment)
-                for model_id, moment in document["watermarks"].items()
+                for model_id, moment in document["own"].items()
                 if self.config.model(model_id) is not None
             }
-        else:
-            # Checkpoints from before per-model watermarks kept one for the
-            # partition: every model starts from it, as it was judged by it.
-            moment = document["watermark"]
-            self.watermarks_us = (
-                {} if moment is None else {model.id: int(moment) for model in self.config.models}
+        else:  # from before they were kept: every model resumes from the partition's
+            self.own_us = (
+                {} if newest is None else {model.id: int(newest) for model in self.config.models}
             )
         self.drift = {}
         for key, payload in kept(document["drift"]):

@@ -1,4 +1,4 @@
-"""Each model keeps its own event-time clock, though models share topics and partitions."""
+"""A model that runs behind others on the same topics is judged by its own events' times."""
 
 from __future__ import annotations
 
@@ -37,28 +37,33 @@ MODEL = {
     ],
 }
 # "churn" is served live; "batchy" is uploaded in batches, its events ten
-# minutes behind churn's on the same topics.
-CONFIG = MonitorConfig.model_validate(
-    {"models": [{"id": "churn", **MODEL}, {"id": "batchy", **MODEL}]}
-)
+# minutes behind churn's on the same topics, and configured to run up to a day
+# behind. "plain" runs behind too, but is not configured for it.
 BEHIND_S = 600
+DAY = 86_400
+BATCHY = {**MODEL, "window": {**MODEL["window"], "runs_behind": "1d"}}  # type: ignore[dict-item]
+CONFIG = MonitorConfig.model_validate(
+    {"models": [{"id": "churn", **MODEL}, {"id": "batchy", **BATCHY}, {"id": "plain", **MODEL}]}
+)
 
 
 def load(model_id: str, version: str) -> Any:
     return REFERENCE if version == "1" else None
 
 
+def of_model(model_id: str, document: bytes) -> bytes:
+    """The same event, of another model."""
+    event = orjson.loads(document)
+    event["model_id"] = model_id
+    return orjson.dumps(event)
+
+
 def batchy(pid: str, second: float, x: float) -> bytes:
-    """A prediction of the batch-uploaded model (same shape as churn's)."""
-    document = orjson.loads(prediction(pid, second, x))
-    document["model_id"] = "batchy"
-    return orjson.dumps(document)
+    return of_model("batchy", prediction(pid, second, x))
 
 
 def batchy_label(pid: str, second: float, value: int) -> bytes:
-    document = orjson.loads(label(pid, second, value))
-    document["model_id"] = "batchy"
-    return orjson.dumps(document)
+    return of_model("batchy", label(pid, second, value))
 
 
 def start_us(second: int) -> int:
@@ -78,23 +83,6 @@ def volumes(written: list[Point], model_id: str) -> dict[int, tuple[int, int]]:
     return found
 
 
-def test_a_model_whose_events_run_behind_another_is_not_late() -> None:
-    windows = PartitionWindows(CONFIG, load)
-    windows.add_predictions(decoded([prediction(f"c{i}", BEHIND_S + i, 0.1) for i in range(5)]))
-    # batchy's events are ten minutes older than churn's, within its own lateness
-    windows.add_predictions(decoded([batchy(f"b{i}", i, 0.1) for i in range(5)]))
-    assert dict(windows.late) == {}
-    assert windows.predictions_by_window[WindowKey("batchy", "1", "all", start_us(0))] == 5
-    assert windows.watermarks_us == {"churn": start_us(BEHIND_S + 4), "batchy": start_us(4)}
-    # and against its own clock a batchy event is late as before
-    windows.add_predictions(decoded([batchy("b-late", 70, 0.0), batchy("b-old", 2, 0.0)]))
-    assert dict(windows.late) == {WindowKey("batchy", "1", "all", start_us(0)): 1}
-    closed = windows.collect({})
-    assert [partial.key for partial in closed.drift] == [
-        WindowKey("batchy", "1", "all", start_us(0))
-    ]
-
-
 def decoded(values: list[bytes]) -> list[PredictionEvent]:
     batch = decode_predictions(Partition(0).messages("p", values))
     assert batch.dead_letters == []
@@ -107,43 +95,81 @@ def decoded_labels(values: list[bytes]) -> list[LabelEvent]:
     return batch.events
 
 
-def test_a_checkpoint_keeps_each_models_watermark_and_reads_the_older_single_one() -> None:
+def test_a_model_that_runs_behind_is_judged_by_its_own_events() -> None:
+    windows = PartitionWindows(CONFIG, load)
+    windows.add_predictions(decoded([prediction(f"c{i}", BEHIND_S + i, 0.1) for i in range(5)]))
+    # ten minutes behind churn: batchy's within its own lateness, plain's late
+    windows.add_predictions(decoded([batchy(f"b{i}", i, 0.1) for i in range(5)]))
+    windows.add_predictions(decoded([of_model("plain", prediction("p", 1, 0.1))]))
+    assert dict(windows.late) == {WindowKey("plain", "1", "all", start_us(0)): 1}
+    assert windows.predictions_by_window[WindowKey("batchy", "1", "all", start_us(0))] == 5
+    assert windows.watermarks_us == {
+        "churn": start_us(BEHIND_S + 4),
+        "batchy": start_us(4),
+        "plain": start_us(BEHIND_S + 4),
+    }
+    # and against its own clock a batchy event is late as any other
+    windows.add_predictions(decoded([batchy("b-late", 70, 0.0), batchy("b-old", 2, 0.0)]))
+    assert windows.late[WindowKey("batchy", "1", "all", start_us(0))] == 1
+    closed = windows.collect({})
+    assert [partial.key for partial in closed.drift] == [
+        WindowKey("batchy", "1", "all", start_us(0))
+    ]
+
+
+def test_a_model_runs_behind_the_partition_no_further_than_configured() -> None:
+    windows = PartitionWindows(CONFIG, load)
+    windows.add_predictions(decoded([batchy("b0", 5, 0.1)]))
+    windows.add_predictions(decoded([prediction("c", DAY + 71, 0.1)]))
+    # a day on, churn closes batchy's [0, 60) though batchy read nothing newer
+    assert windows.watermarks_us["batchy"] == start_us(71)
+    assert [partial.key for partial in windows.collect({}).drift] == [
+        WindowKey("batchy", "1", "all", start_us(0))
+    ]
+    windows.add_predictions(decoded([batchy("b1", 6, 0.1)]))
+    assert windows.late == {WindowKey("batchy", "1", "all", start_us(0)): 1}
+
+
+def test_a_checkpoint_keeps_each_models_own_time_and_reads_the_older_partition_one() -> None:
     windows = PartitionWindows(CONFIG, load)
     windows.add_predictions(decoded([prediction("c", BEHIND_S, 0.1), batchy("b", 3, 0.2)]))
     restored = PartitionWindows(CONFIG, load)
     restored.restore(orjson.loads(orjson.dumps(windows.snapshot())))
-    assert restored.watermarks_us == {"churn": start_us(BEHIND_S), "batchy": start_us(3)}
-    # A checkpoint written before watermarks were per model held one for the
-    # partition: every configured model resumes from it.
+    assert restored.watermarks_us == windows.watermarks_us
+    assert restored.watermarks_us["batchy"] == start_us(3)
+    # A checkpoint written before models had their own kept the partition's:
+    # every model resumes from it.
     older = windows.snapshot()
-    del older["watermarks"]
-    older["watermark"] = start_us(BEHIND_S)
+    del older["own"]
     restored.restore(orjson.loads(orjson.dumps(older)))
-    assert restored.watermarks_us == {"churn": start_us(BEHIND_S), "batchy": start_us(BEHIND_S)}
+    assert restored.watermarks_us["batchy"] == start_us(BEHIND_S)
+
+
+def test_watermarks_of_a_model_taken_out_of_the_configuration_are_dropped() -> None:
+    windows = PartitionWindows(CONFIG, load)
+    windows.add_predictions(decoded([prediction("c", BEHIND_S, 0.1), batchy("b", 3, 0.2)]))
+    windows.collect({"churn": start_us(1), "batchy": start_us(2)})
+    churn_only = MonitorConfig.model_validate({"models": [{"id": "churn", **MODEL}]})
+    restored = PartitionWindows(churn_only, load)
+    restored.restore(orjson.loads(orjson.dumps(windows.snapshot())))
+    assert restored.own_us == {"churn": start_us(BEHIND_S)}
+    assert restored.join_watermarks_us == {"churn": start_us(1)}
 
 
 class Pipeline:
     """Partitions and a merger fed as the worker feeds them, every model's watermark sent."""
 
-    def __init__(self, partitions: int, idle_timeout_s: float = 30.0) -> None:
+    def __init__(self, partitions: int) -> None:
         self.clock = 0.0
-        self.merger = WindowMerger(
-            CONFIG, load, partitions=partitions, idle_timeout_s=idle_timeout_s, clock=self.now
-        )
+        self.merger = WindowMerger(CONFIG, load, partitions=partitions, clock=self.now)
         self.parts = [Partition(number, load, CONFIG) for number in range(partitions)]
         self.written: list[Point] = []
 
     def now(self) -> float:
         return self.clock
 
-    def step(
-        self,
-        number: int,
-        predictions: list[bytes],
-        labels: Sequence[bytes] = (),
-        seconds: float = 1.0,
-    ) -> None:
-        self.clock += seconds
+    def step(self, number: int, predictions: list[bytes], labels: Sequence[bytes] = ()) -> None:
+        self.clock += 1.0
         part = self.parts[number]
         batch = part.messages("p", predictions) + part.messages("l", list(labels))
         result = part.processor.process(batch, now=T0 + timedelta(days=30))
@@ -175,32 +201,16 @@ def test_the_merger_closes_a_models_window_by_that_models_watermarks() -> None:
     assert by_series(run.written, "feature_drift")  # drift of batchy's window was computed
 
 
-def test_a_partition_that_read_none_of_a_models_events_holds_none_of_its_windows() -> None:
-    # batchy's traffic lands on partition 0 only; partition 1 reads churn.
+def test_a_partition_without_the_models_traffic_holds_its_window_for_runs_behind() -> None:
+    # batchy's traffic lands on partition 0 only; partition 1 reads churn, and
+    # vouches for batchy only up to churn's time less a day.
     run = Pipeline(partitions=2)
     run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
     run.step(0, [batchy("b9", 75, 0.0)])  # partition 0 closes batchy's [0, 60)
-    # partition 1 has not reported yet: it may hold batchy's events
+    run.step(1, [prediction("c0", BEHIND_S, 0.0)])
     assert volumes(run.written, "batchy") == {}
-    run.step(1, [prediction("c0", BEHIND_S, 0.0)])  # it reports, without a batchy watermark
-    assert run.clock < 30.0  # well before it could count as silent
+    run.step(1, [prediction("c1", DAY + 70, 0.0)])
     assert volumes(run.written, "batchy") == {0: (4, 0)}
-
-
-def test_a_partition_between_two_events_of_a_sparse_model_holds_its_window() -> None:
-    # Partition 1 has batchy's [0, 60) open; its next batchy event closes it.
-    # Reading churn meanwhile, for longer than the idle timeout, it is not
-    # silent: the window waits for its part instead of counting it late.
-    run = Pipeline(partitions=2)
-    run.step(1, [batchy("p1-first", 1, 0.0)])
-    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [batchy("b9", 75, 0.0)])
-    for second in range(12):
-        run.step(1, [prediction(f"c{second}", BEHIND_S + second, 0.0)], seconds=5.0)
-    assert run.clock > 60.0
-    assert volumes(run.written, "batchy") == {}
-    run.step(1, [batchy("p1-next", 90, 0.0)])
-    assert volumes(run.written, "batchy") == {0: (5, 0)}
 
 
 def batchy_accuracy(written: list[Point]) -> list[dict[str, Any]]:
@@ -215,15 +225,17 @@ def batchy_accuracy(written: list[Point]) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_model_behind_another_joins_its_labels_by_its_own_horizon() -> None:
-    # churn is a day on; batchy's predictions, a day old, are within their own
-    # label horizon (600 s): they wait for labels and their window stays open.
-    run = Pipeline(partitions=2)
-    run.step(0, [prediction("c0", 86_400, 0.0)], [label("c0", 86_401, 1)])
+def test_a_model_that_runs_behind_joins_its_labels_by_its_own_horizon() -> None:
+    # churn is half a day on; batchy's predictions, half a day old, are within
+    # their own label horizon (600 s): they wait for labels, their window open.
+    run = Pipeline(partitions=1)
+    run.step(0, [prediction("c0", DAY // 2, 0.0)], [label("c0", DAY // 2 + 1, 1)])
     run.step(0, [batchy("b0", 5, 0.0), batchy("b1", 6, 0.0)], [batchy_label("b0", 30, 1)])
-    processor = run.parts[0].processor
-    assert processor.join.counters()[("batchy", "1")] == JoinCounters(predictions=2, joined=1)
-    run.step(1, [prediction("c1", 86_400, 0.0)])  # partition 1 reports: no batchy
+    plain = of_model("plain", prediction("p0", 5, 0.0))
+    run.step(0, [plain])  # half a day behind too, but judged by the partition
+    join = run.parts[0].processor.join
+    assert join.counters()[("batchy", "1")] == JoinCounters(predictions=2, joined=1)
+    assert join.counters()[("plain", "1")] == JoinCounters(predictions=1, unlabelled=1)
     run.step(0, [batchy("b2", 400, 0.0)], [batchy_label("b1", 401, 0)])
     performance = batchy_accuracy(run.written)
     assert [(fields["n_labelled"], fields["is_final"]) for fields in performance][-1] == (2, False)
@@ -241,90 +253,64 @@ def test_the_worker_sends_each_model_its_own_watermark(tmp_path: Path) -> None:
         data_dir=tmp_path / "data", topic_predictions="p", topic_labels="l"
     )
     worker = Worker(settings, CONFIG, tmp_path, partitions=1)
-    messages = [
-        RawMessage("p", 0, 0, b"c", prediction("c", BEHIND_S, 0.0)),
-        RawMessage("p", 0, 1, b"b", batchy("b", 5, 0.0)),
-    ]
-    _, partials = worker.ingest(messages)
-    marks = {
-        document["model"]: document["watermark"]
-        for document in (orjson.loads(value) for _, value in partials)
-        if document["kind"] == "watermark"
+
+    def marks(messages: list[RawMessage]) -> dict[str, int]:
+        _, partials = worker.ingest(messages)
+        return {
+            document["model"]: document["watermark"]
+            for document in (orjson.loads(value) for _, value in partials)
+            if document["kind"] == "watermark"
+        }
+
+    assert marks(
+        [
+            RawMessage("p", 0, 0, b"c", prediction("c", BEHIND_S, 0.0)),
+            RawMessage("p", 0, 1, b"b", batchy("b", 5, 0.0)),
+        ]
+    ) == {"churn": start_us(BEHIND_S), "batchy": start_us(5), "plain": start_us(BEHIND_S)}
+    assert marks([RawMessage("p", 0, 2, b"c2", prediction("c2", DAY + 9, 0.0))]) == {
+        "churn": start_us(DAY + 9),
+        "batchy": start_us(9),
+        "plain": start_us(DAY + 9),
     }
-    assert marks == {"churn": start_us(BEHIND_S), "batchy": start_us(5)}
-    _, partials = worker.ingest([RawMessage("p", 0, 2, b"c2", prediction("c2", BEHIND_S + 9, 0.0))])
-    marks = {
-        document["model"]: document["watermark"]
-        for document in (orjson.loads(value) for _, value in partials)
-        if document["kind"] == "watermark"
-    }
-    assert marks == {"churn": start_us(BEHIND_S + 9), "batchy": start_us(5)}
+
+
+def test_a_window_closed_after_retention_is_counted_with_forgotten_ones_not_lost() -> None:
+    # batchy pauses for three days while churn goes on: churn's time less a day
+    # closes batchy's last window when its join watermark is past retention
+    # too. Its predictions count with those of forgotten windows instead of
+    # going to the merger as a drift partial it ignores.
+    run = Pipeline(partitions=1)
+    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
+    run.step(0, [prediction("c0", 3 * DAY, 0.0)], [label("c0", 3 * DAY, 1)])
+    assert run.parts[0].processor.windows.past_retention == 4
+    assert run.merger.ignored_partials == 0
+    assert volumes(run.written, "batchy") == {}
 
 
 POLICIES = {model.id: JoinPolicy.from_model(model) for model in CONFIG.models}
 
 
-def test_the_joins_checkpoint_keeps_each_models_watermark() -> None:
+def test_the_joins_checkpoint_keeps_each_models_own_watermark() -> None:
     state = JoinState(0, POLICIES, predictions_topic="p", labels_topic="l")
-    events = decoded([prediction("c", 86_400, 0.0), batchy("b", 5, 0.0)])
+    events = decoded([prediction("c", DAY, 0.0), batchy("b", 5, 0.0)])
     state.add_predictions(events, [0, 1])
     marks = state.watermarks_us
-    # one topic seen: each trails its model's newest prediction by max_skew (a day)
-    assert marks == {"churn": start_us(0), "batchy": start_us(5) - 86_400_000_000}
+    # one topic seen: the partition trails churn's newest by max_skew (a day);
+    # batchy's own trails its newest by as much, and the partition's less a day
+    # is older still
+    assert marks == {"churn": start_us(0), "batchy": start_us(5 - DAY), "plain": start_us(0)}
     restored = JoinState.from_bytes(state.to_bytes(), POLICIES)
     assert restored.watermarks_us == marks
     assert restored.to_bytes() == state.to_bytes()
 
 
-def test_a_retired_models_held_predictions_expire_by_the_other_models() -> None:
-    # batchy is taken out of the configuration: no event moves its watermark
-    # again, so its pending prediction goes by the newest of the others'.
+def test_a_retired_models_held_predictions_expire_by_the_partitions_watermark() -> None:
     state = JoinState(0, POLICIES, predictions_topic="p", labels_topic="l")
     state.add_predictions(decoded([batchy("b", 5, 0.0)]), [0])
     retired = JoinState.from_bytes(state.to_bytes(), {"churn": POLICIES["churn"]})
     assert retired.pending_count == 1
-    late_churn = decoded([prediction("c", 2 * 86_400, 0.0)])
-    retired.add_labels(decoded_labels([label("c", 2 * 86_400, 1)]), [0])
-    retired.add_predictions(late_churn, [1])
+    retired.add_labels(decoded_labels([label("c", 2 * DAY, 1)]), [0])
+    retired.add_predictions(decoded([prediction("c", 2 * DAY, 0.0)]), [1])
     assert retired.counters()[("batchy", "1")].unlabelled == 1
     assert retired.pending_count == 0
-
-
-def test_a_window_closed_after_its_model_paused_past_retention_is_counted_not_lost() -> None:
-    # batchy pauses for three days (churn goes on) and comes back: its last
-    # window closes only now, when the merger has long let it go. Its
-    # predictions count with those of forgotten windows instead of vanishing.
-    run = Pipeline(partitions=1)
-    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [prediction("c0", 3 * 86_400, 0.0)], [label("c0", 3 * 86_400, 1)])
-    run.step(0, [batchy("back", 3 * 86_400, 0.0)])
-    windows = run.parts[0].processor.windows
-    assert windows.past_retention == 4
-    assert run.merger.ignored_partials == 0
-    assert volumes(run.written, "batchy") == {}
-
-
-def test_a_restored_merger_waits_for_a_partition_to_report_again() -> None:
-    # What a partition reported before the merger's restart is not known after
-    # it: until it reports again it may hold any model's events.
-    run = Pipeline(partitions=2)
-    run.step(1, [prediction("c0", BEHIND_S, 0.0)])  # reports: no batchy
-    restored = WindowMerger(CONFIG, load, partitions=2, clock=run.now)
-    restored.restore(orjson.loads(orjson.dumps(run.merger.snapshot())))
-    run.merger = restored
-    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [batchy("b9", 75, 0.0)])
-    assert volumes(run.written, "batchy") == {}
-    run.step(1, [prediction("c1", BEHIND_S + 1, 0.0)])
-    assert volumes(run.written, "batchy") == {0: (4, 0)}
-
-
-def test_watermarks_of_a_model_taken_out_of_the_configuration_are_dropped() -> None:
-    windows = PartitionWindows(CONFIG, load)
-    windows.add_predictions(decoded([prediction("c", BEHIND_S, 0.1), batchy("b", 3, 0.2)]))
-    windows.collect({"churn": start_us(1), "batchy": start_us(2)})
-    churn_only = MonitorConfig.model_validate({"models": [{"id": "churn", **MODEL}]})
-    restored = PartitionWindows(churn_only, load)
-    restored.restore(orjson.loads(orjson.dumps(windows.snapshot())))
-    assert restored.watermarks_us == {"churn": start_us(BEHIND_S)}
-    assert restored.join_watermarks_us == {"churn": start_us(1)}
