@@ -941,12 +941,6 @@ class PartitionWindows:
         for key in closed:
             predictions = self.predictions_by_window.pop(key)
             accumulator = self.drift.pop(key, None)
-            if self._passed(key, self._windowing_of(key.model_id).forgotten_after_us):
-                # Closed only now, by a model whose traffic here paused for longer
-                # than the window is kept: the merger has let it go.
-                if key.segment == ALL_SEGMENTS:
-                    self.past_retention += predictions
-                continue
             payload = None if accumulator is None else accumulator.to_bytes()
             output.drift.append(DriftPartial(key, payload, predictions))
         if self.late:

@@ -275,19 +275,6 @@ def test_the_worker_sends_each_model_its_own_watermark(tmp_path: Path) -> None:
     }
 
 
-def test_a_window_closed_after_retention_is_counted_with_forgotten_ones_not_lost() -> None:
-    # batchy pauses for three days while churn goes on: churn's time less a day
-    # closes batchy's last window when its join watermark is past retention
-    # too. Its predictions count with those of forgotten windows instead of
-    # going to the merger as a drift partial it ignores.
-    run = Pipeline(partitions=1)
-    run.step(0, [batchy(f"b{i}", i, 0.1 * i) for i in range(4)])
-    run.step(0, [prediction("c0", 3 * DAY, 0.0)], [label("c0", 3 * DAY, 1)])
-    assert run.parts[0].processor.windows.past_retention == 4
-    assert run.merger.ignored_partials == 0
-    assert volumes(run.written, "batchy") == {}
-
-
 POLICIES = {model.id: JoinPolicy.from_model(model) for model in CONFIG.models}
 
 
