@@ -13,18 +13,17 @@ Notes
 arithmetic and checkpoints are exact.  A prediction belongs to the tumbling
 window ``window_start = floor(t / window_size) * window_size`` (epoch aligned).
 
-**Watermark.**  One watermark per model in the partition, from the newest
-event time of the model seen on each topic (``prediction_max`` and
-``label_max``)::
+**Watermark.**  One watermark per partition, from the newest event time seen
+on each topic (``prediction_max`` and ``label_max``)::
 
     watermark = max(min(prediction_max, label_max), max(prediction_max, label_max) − max_skew)
 
-advanced event by event and never moved back.  Models do not move each
-other's watermarks: a model whose events run behind another's on the same
-topics (a slow clock, a backfill replayed while other models are live) has
-its predictions joined and expired by its own times.  (A model taken out of
-the configuration has its held entries expired by the newest of the other
-models' watermarks, as nothing moves its own.)  With both topics flowing (their
+advanced event by event and never moved back.  A model's watermark is the
+partition's, unless its policy lets it run behind the others
+(``runs_behind_s``: a slow clock, a batch uploader, a backfill replayed while
+other models are live): then the later of the partition's less that and the
+same rule over the model's own events, so within that gap its predictions
+are joined and expired by its own times.  With both topics flowing (their
 newest times less than ``max_skew_s`` apart) it is the older of the two
 topics' newest times: when the worker reads one topic far
 ahead of the other (catching up a backlog, or a labels topic whose times run
