@@ -2189,6 +2189,8 @@ class JoinState:
             "prediction_max": self._prediction_max_us,
             "label_max": self._label_max_us,
             "max_skew": self._max_skew_us,
+            # each model's watermark as sent: a floor after a restart (runs_behind may change)
+            "marks": self.watermarks_us,
             "offsets": dict(sorted(self._offsets.items())),
             "models": models,
         }
@@ -2286,6 +2288,7 @@ class JoinState:
             _restore_watermarks(model, stored, payload)
             _read_model(model, stored, reader)
         reader.finish()
+        _restore_marks(state, payload)
         state._next_due_us = min(
             (model.next_due() for model in state._models.values()), default=_NOTHING_DUE
         )
@@ -2299,6 +2302,7 @@ class JoinState:
             _restore_counters(model, stored)
             _restore_watermarks(model, stored, payload)
             _read_model_v1(model, stored)
+        _restore_marks(state, payload)
         state._next_due_us = min(
             (model.next_due() for model in state._models.values()), default=_NOTHING_DUE
         )
@@ -2506,6 +2510,21 @@ def _switch_clock(
             own_labels,
         )
     return taken.watermark_us, taken.prediction_max_us, taken.label_max_us, taken.behind_us
+
+
+def _restore_marks(state: JoinState, header: Mapping[str, Any]) -> None:
+    """No model's watermark goes below the one sent before the checkpoint (older
+    checkpoints: the partition's, sent for every model)."""
+    if state._watermark_us == _NO_WATERMARK:
+        return
+    marks = header.get("marks")
+    if marks is None:
+        marks = dict.fromkeys(state._policies, state._watermark_us)
+    now = state.watermarks_us
+    for model_id, mark in marks.items():
+        if model_id in state._policies and int(mark) > now[model_id]:
+            model = state._model(model_id)
+            model.watermark_us = max(model.watermark_us, int(mark))
 
 
 def _restore_watermarks(

@@ -971,6 +971,7 @@ class PartitionWindows:
         return {
             "watermark": self.newest_us,
             "own": self.own_us,
+            "marks": self.watermarks_us,
             "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
             "counts": [[key.encode(), n] for key, n in self.predictions_by_window.items()],
             "perf": [
@@ -1010,6 +1011,11 @@ class PartitionWindows:
             self.own_us = (
                 {} if newest is None else {model.id: int(newest) for model in self.config.models}
             )
+        now = self.watermarks_us
+        for model_id, mark in document.get("marks", {}).items():
+            # a floor: the watermark sent before the checkpoint (runs_behind may have changed)
+            if model_id in now and int(mark) > now[model_id]:
+                self.own_us[model_id] = max(self.own_us.get(model_id, _NO_TIME), int(mark))
         self.drift = {}
         for key, payload in kept(document["drift"]):
             reference = self.reference(key.model_id, key.model_version)

@@ -301,3 +301,41 @@ def test_a_retired_models_held_predictions_expire_by_the_partitions_watermark() 
     retired.add_predictions(decoded([prediction("c", 2 * DAY, 0.0)]), [1])
     assert retired.counters()[("batchy", "1")].unlabelled == 1
     assert retired.pending_count == 0
+
+
+def with_runs_behind(runs_behind: str) -> MonitorConfig:
+    """CONFIG with batchy's runs_behind changed (as between two restarts)."""
+    batchy_window = {**MODEL["window"], "runs_behind": runs_behind}  # type: ignore[dict-item]
+    return MonitorConfig.model_validate(
+        {
+            "models": [
+                {"id": "churn", **MODEL},
+                {"id": "batchy", **MODEL, "window": batchy_window},
+                {"id": "plain", **MODEL},
+            ]
+        }
+    )
+
+
+def test_raising_runs_behind_at_a_restart_moves_no_watermark_back() -> None:
+    # What a partition has sent (and closed windows by) stays promised: the
+    # watermarks it restores with a larger runs_behind start from those.
+    windows = PartitionWindows(with_runs_behind("0s"), load)
+    windows.add_predictions(decoded([batchy("b", 5, 0.1), prediction("c", 1000, 0.1)]))
+    sent = windows.watermarks_us
+    assert sent["batchy"] == start_us(1000)
+    restored = PartitionWindows(with_runs_behind("1d"), load)
+    restored.restore(orjson.loads(orjson.dumps(windows.snapshot())))
+    assert restored.watermarks_us == sent
+    restored.add_predictions(decoded([batchy("b-old", 70, 0.1)]))  # behind what was sent
+    assert restored.late == {WindowKey("batchy", "1", "all", start_us(60)): 1}
+
+    policies = {model.id: JoinPolicy.from_model(model) for model in with_runs_behind("0s").models}
+    state = JoinState(0, policies, predictions_topic="p", labels_topic="l")
+    state.add_labels(decoded_labels([label("c", 1000, 1)]), [0])
+    state.add_predictions(decoded([batchy("b", 5, 0.0), prediction("c", 1000, 0.0)]), [0, 1])
+    marks = state.watermarks_us
+    assert marks["batchy"] == start_us(1000)
+    raised = {model.id: JoinPolicy.from_model(model) for model in with_runs_behind("1d").models}
+    again = JoinState.from_bytes(state.to_bytes(), raised)
+    assert again.watermarks_us == marks
