@@ -69,8 +69,8 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: WindowOutput = field(default_factory=WindowOutput)
     watermarks_us: dict[str, int] = field(default_factory=dict)
-    """Per model, the drift watermark (its newest prediction time read); its drift
-    windows close by it."""
+    """Per model, the drift watermark (the newest prediction time read, or the model's
+    own for one that ``runs_behind``): its drift windows close by it."""
     join_watermarks_us: dict[str, int] = field(default_factory=dict)
     """Per model, the join's watermark: its performance windows settle, and its windows
     are forgotten, by it."""
@@ -243,7 +243,7 @@ class PartitionProcessor:
             self._attribute(letter)
         result.join_watermarks_us = self.join.watermarks_us
         result.windows = self.windows.collect(result.join_watermarks_us)
-        result.watermarks_us = dict(self.windows.watermarks_us)
+        result.watermarks_us = self.windows.watermarks_us  # a new dict each time
         result.labels = len(labels)
         return result
 

@@ -659,7 +659,7 @@ class PartitionWindows:
         self.drift: dict[WindowKey, DriftAccumulator] = {}
         self.predictions_by_window: dict[WindowKey, int] = defaultdict(int)
         self.performance: dict[WindowKey, PerformanceAccumulator] = {}
-        self.newest_us: int | None = None
+        self.watermark_us: int | None = None
         """The newest prediction time read, of any model (µs)."""
         self.own_us: dict[str, int] = {}
         """Per model, its newest prediction time read (µs)."""
@@ -705,11 +705,6 @@ class PartitionWindows:
         return key.window_start_us + size + lateness
 
     @property
-    def watermark_us(self) -> int | None:
-        """The newest prediction time of any model read (µs), None before any."""
-        return self.newest_us
-
-    @property
     def watermarks_us(self) -> dict[str, int]:
         """Each configured model's drift watermark (µs), once a prediction was read.
 
@@ -717,7 +712,7 @@ class PartitionWindows:
         ``runs_behind``, the later of its own newest and the partition's less
         that.
         """
-        newest = self.newest_us
+        newest = self.watermark_us
         if newest is None:
             return {}
         return {model.id: self._watermark_of(model.id, newest) for model in self.config.models}
@@ -729,7 +724,7 @@ class PartitionWindows:
 
     def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:
         """Whether this partition's drift window has closed (by its model's watermark)."""
-        newest = self.newest_us
+        newest = self.watermark_us
         return newest is not None and self._watermark_of(key.model_id, newest) >= self.closes_at_us(
             model, key
         )
@@ -766,7 +761,7 @@ class PartitionWindows:
         # stood just before the event (from the newest times of the predictions
         # read before it, in offset order), so it does not depend on how the
         # messages were batched: a live run and a replay agree.
-        top = _NO_TIME if self.newest_us is None else self.newest_us
+        top = _NO_TIME if self.watermark_us is None else self.watermark_us
         own_of = self.own_us
         for index, event in enumerate(batch):
             model_id = event.model_id
@@ -840,7 +835,7 @@ class PartitionWindows:
                     selected = np.searchsorted(positions, selected)
                 accumulator.update_columns(read, selected)
         if top != _NO_TIME:
-            self.newest_us = top
+            self.watermark_us = top
 
     @staticmethod
     def _columns(
@@ -969,7 +964,7 @@ class PartitionWindows:
     def snapshot(self) -> dict[str, Any]:
         """Checkpointable state (see :meth:`restore`)."""
         return {
-            "watermark": self.newest_us,
+            "watermark": self.watermark_us,
             "own": self.own_us,
             "marks": self.watermarks_us,
             "drift": [[key.encode(), acc.to_bytes().decode()] for key, acc in self.drift.items()],
@@ -983,6 +978,18 @@ class PartitionWindows:
             "past_retention": self.past_retention,
             "dead_letters_past_retention": self.dead_letters_past_retention,
         }
+
+    def _per_model(
+        self, document: Mapping[str, Any], name: str, partition_us: int | None
+    ) -> dict[str, int]:
+        """Times per configured model stored under ``name``, or ``partition_us`` for
+        every configured model when the checkpoint has none (written before)."""
+        if name in document:
+            stored: Mapping[str, Any] = document[name]
+            return {m: int(t) for m, t in stored.items() if self.config.model(m) is not None}
+        if partition_us is None:
+            return {}
+        return {model.id: int(partition_us) for model in self.config.models}
 
     def restore(self, document: Mapping[str, Any]) -> None:
         """Load what :meth:`snapshot` wrote.
@@ -1000,17 +1007,10 @@ class PartitionWindows:
                 else:
                     yield key, value
 
-        self.newest_us = newest = document["watermark"]
-        if "own" in document:
-            self.own_us = {
-                model_id: int(moment)
-                for model_id, moment in document["own"].items()
-                if self.config.model(model_id) is not None
-            }
-        else:  # from before they were kept: every model resumes from the partition's
-            self.own_us = (
-                {} if newest is None else {model.id: int(newest) for model in self.config.models}
-            )
+        self.watermark_us = document["watermark"]
+        # Per model, of the configured ones; a checkpoint from before they were
+        # kept per model has the partition's, and every model resumes from it.
+        self.own_us = self._per_model(document, "own", self.watermark_us)
         now = self.watermarks_us
         for model_id, mark in document.get("marks", {}).items():
             # a floor: the watermark sent before the checkpoint (runs_behind may have changed)
@@ -1037,16 +1037,8 @@ class PartitionWindows:
                 "windows of model(s) %s dropped from the checkpoint: not in the configuration",
                 ", ".join(sorted(map(repr, dropped))),
             )
-        if "join_watermarks" in document:
-            self.join_watermarks_us = {
-                model_id: int(moment)
-                for model_id, moment in document["join_watermarks"].items()
-                if self.config.model(model_id) is not None
-            }
-        else:  # one for the partition, from before they were kept per model
-            moment = document.get("join_watermark")
-            self.join_watermarks_us = (
-                {} if moment is None else {model.id: int(moment) for model in self.config.models}
-            )
+        self.join_watermarks_us = self._per_model(
+            document, "join_watermarks", document.get("join_watermark")
+        )
         self.past_retention = int(document.get("past_retention", 0))
         self.dead_letters_past_retention = int(document.get("dead_letters_past_retention", 0))
