@@ -176,10 +176,27 @@ class WindowConfig(_Section):
         ),
     )
 
+    close_when_idle: Duration | None = Field(
+        default=None,
+        description=(
+            "Close this model's windows by the wall clock once an input partition has been "
+            "read to its end and stayed quiet this long: the partition then acts as if an event "
+            "of the model stamped this long before now had arrived, so the last windows of a "
+            "model whose traffic stopped (a retired version, a quiet night, the end of a "
+            "backfill) are evaluated and settle. An event stamped earlier that arrives "
+            "afterwards is late. Unset: only events move the model's clocks."
+        ),
+    )
+
     @field_validator("size", "emit_interval")
     @classmethod
     def _check_positive(cls, value: timedelta) -> timedelta:
         return _positive(value)
+
+    @field_validator("close_when_idle")
+    @classmethod
+    def _check_idle(cls, value: timedelta | None) -> timedelta | None:
+        return None if value is None else _positive(value)
 
     @field_validator("allowed_lateness", "label_horizon", "orphan_label_ttl", "runs_behind")
     @classmethod

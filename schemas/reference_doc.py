@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel, SecretStr
@@ -106,6 +106,7 @@ CHECKS: Mapping[str, str] = {
     "models[].window.label_horizon": "≥ 0",
     "models[].window.orphan_label_ttl": "≥ 0",
     "models[].window.runs_behind": "≥ 0",
+    "models[].window.close_when_idle": "> 0",
     "models[].window.emit_interval": "> 0",
 }
 """Key path → bounds that a validator (not the field's type) enforces."""
@@ -272,6 +273,8 @@ def type_name(annotation: Any) -> str:
     annotation = parts[0]
     origin = get_origin(annotation)
     args = get_args(annotation)
+    if origin is Annotated:  # validators of a type inside a union (Duration | None)
+        return type_name(args[0])
     if origin is Literal:
         kinds = sorted({type_name(type(value)) for value in args})
         return " | ".join(kinds)

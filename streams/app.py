@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import KafkaMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
-from streams.partition import PartitionProcessor, write_atomically
+from streams.partition import BatchResult, PartitionProcessor, write_atomically
 from streams.points import Point, parse_line_protocol
 from streams.reference import profile_mismatches
 from streams.sink import BufferedSink, SinkBackpressure, SinkError, make_sink
@@ -393,66 +393,104 @@ class Worker:
             processor = self.processor(partition)
             result = processor.process(batch)
             dead.extend(letter.model_dump_json().encode() for letter in result.dead_letters)
-            windows = result.windows
-            for drift in windows.drift:
-                partials.append(
-                    (
-                        drift.key.model_id.encode(),
-                        encode_partial(
-                            "drift",
-                            partition,
-                            drift.key.model_id,
-                            {
-                                "key": drift.key.encode(),
-                                "payload": None
-                                if drift.payload is None
-                                else drift.payload.decode(),
-                                "predictions": drift.predictions,
-                            },
-                        ),
-                    )
-                )
-            for perf in windows.performance:
-                partials.append(
-                    (
-                        perf.key.model_id.encode(),
-                        encode_partial(
-                            "performance",
-                            partition,
-                            perf.key.model_id,
-                            {
-                                "key": perf.key.encode(),
-                                "payload": perf.payload.decode(),
-                                "final": perf.final,
-                            },
-                        ),
-                    )
-                )
-            applied = [
-                processor.join.next_offset(self.settings.topic_predictions),
-                processor.join.next_offset(self.settings.topic_labels),
-            ]
-            late_by_model: dict[str, list[list[Any]]] = defaultdict(list)
-            for key, count in windows.late.items():
-                late_by_model[key.model_id].append([key.encode(), count])
-            dead_by_model: dict[str, list[list[Any]]] = defaultdict(list)
-            for key, count in windows.dead_letters.items():
-                dead_by_model[key.model_id].append([key.encode(), count])
-            for model in self.config.models:
-                body: dict[str, Any] = {
-                    "watermark": result.watermarks_us.get(model.id),
-                    "join_watermark": result.join_watermarks_us.get(model.id),
-                    # how far this partition has read: progress for operators and benchmarks
-                    "applied": applied,
-                }
-                if model.id in late_by_model:
-                    body["late"] = late_by_model[model.id]
-                if model.id in dead_by_model:
-                    body["dead"] = dead_by_model[model.id]
-                partials.append(
-                    (model.id.encode(), encode_partial("watermark", partition, model.id, body))
-                )
+            partials += self._partials(partition, processor, result)
         return dead, partials
+
+    def _partials(
+        self,
+        partition: int,
+        processor: PartitionProcessor,
+        result: BatchResult,
+        *,
+        quiet: bool = False,
+    ) -> list[tuple[bytes, bytes]]:
+        """The (key, value) partial messages of what a partition's batch produced, or
+        (``quiet``) what its clocks moved by :meth:`advance_quiet` did."""
+        partials: list[tuple[bytes, bytes]] = []
+        windows = result.windows
+        marked: dict[str, Any] = {"quiet": True} if quiet else {}
+        for drift in windows.drift:
+            partials.append(
+                (
+                    drift.key.model_id.encode(),
+                    encode_partial(
+                        "drift",
+                        partition,
+                        drift.key.model_id,
+                        {
+                            "key": drift.key.encode(),
+                            "payload": None if drift.payload is None else drift.payload.decode(),
+                            "predictions": drift.predictions,
+                            **marked,
+                        },
+                    ),
+                )
+            )
+        for perf in windows.performance:
+            partials.append(
+                (
+                    perf.key.model_id.encode(),
+                    encode_partial(
+                        "performance",
+                        partition,
+                        perf.key.model_id,
+                        {
+                            "key": perf.key.encode(),
+                            "payload": perf.payload.decode(),
+                            "final": perf.final,
+                            **marked,
+                        },
+                    ),
+                )
+            )
+        applied = [
+            processor.join.next_offset(self.settings.topic_predictions),
+            processor.join.next_offset(self.settings.topic_labels),
+        ]
+        late_by_model: dict[str, list[list[Any]]] = defaultdict(list)
+        for key, count in windows.late.items():
+            late_by_model[key.model_id].append([key.encode(), count])
+        dead_by_model: dict[str, list[list[Any]]] = defaultdict(list)
+        for key, count in windows.dead_letters.items():
+            dead_by_model[key.model_id].append([key.encode(), count])
+        for model in self.config.models:
+            body: dict[str, Any] = {
+                "watermark": result.watermarks_us.get(model.id),
+                "join_watermark": result.join_watermarks_us.get(model.id),
+                # how far this partition has read: progress for operators and benchmarks
+                "applied": applied,
+                **marked,
+            }
+            if model.id in late_by_model:
+                body["late"] = late_by_model[model.id]
+            if model.id in dead_by_model:
+                body["dead"] = dead_by_model[model.id]
+            partials.append(
+                (model.id.encode(), encode_partial("watermark", partition, model.id, body))
+            )
+        return partials
+
+    def advance_quiet(
+        self, quiet: Mapping[Partition, float]
+    ) -> tuple[list[tuple[bytes, bytes]], set[Partition]]:
+        """Move the clocks of quiet partitions (``window.close_when_idle``).
+
+        ``quiet``: per owned input partition, how long it has been read to
+        its end with nothing new (seconds). Returns the partial messages of
+        what the moved clocks closed or settled, and the input partitions
+        whose state changed (to be checkpointed).
+        """
+        partials: list[tuple[bytes, bytes]] = []
+        moved: set[Partition] = set()
+        predictions, labels = self.settings.topic_predictions, self.settings.topic_labels
+        for partition, processor in sorted(self.processors.items()):
+            result = processor.advance_quiet(
+                quiet.get((predictions, partition), 0.0), quiet.get((labels, partition), 0.0)
+            )
+            if result is not None:
+                partials += self._partials(partition, processor, result, quiet=True)
+                moved |= {(predictions, partition), (labels, partition)}
+        return partials, moved
 
     def merge(self, messages: list[tuple[int, bytes]]) -> Outbox:
         """Apply partial messages ``(partials partition, value)``; flush ready points."""
@@ -474,6 +512,8 @@ class Worker:
     def _apply_partial(merger: WindowMerger, message: dict[str, Any]) -> None:
         source = int(message["source"])
         kind = message["kind"]
+        # sent by a quiet partition: its clocks moved, it read nothing
+        heard = not message.get("quiet", False)
         if kind == "drift":
             payload = message["payload"]
             merger.add_drift(
@@ -483,6 +523,7 @@ class Worker:
                     None if payload is None else payload.encode(),
                     int(message["predictions"]),
                 ),
+                heard=heard,
             )
         elif kind == "performance":
             merger.add_performance(
@@ -492,6 +533,7 @@ class Worker:
                     message["payload"].encode(),
                     bool(message["final"]),
                 ),
+                heard=heard,
             )
         elif kind == "watermark":
             if "dead" in message:
@@ -501,7 +543,11 @@ class Worker:
             if "late" in message:
                 merger.add_late(source, {WindowKey.decode(k): int(n) for k, n in message["late"]})
             merger.add_watermark(
-                source, message["model"], message["watermark"], message.get("join_watermark")
+                source,
+                message["model"],
+                message["watermark"],
+                message.get("join_watermark"),
+                heard=heard,
             )
         else:
             log.warning("unknown partial kind %r from partition %d ignored", kind, source)
@@ -776,6 +822,12 @@ class _InputHandler:
         for key, value in outgoing:
             self.sent.append(await _sending(self.partials, key, value))
 
+    async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:
+        outgoing, moved = self.worker.advance_quiet(partitions)
+        for key, value in outgoing:
+            self.sent.append(await _sending(self.partials, key, value))
+        return moved
+
     async def checkpoint(self, partitions: set[Partition]) -> None:
         # Outputs of the batches first: a checkpoint never covers a partial
         # or a dead letter the broker has not acknowledged.
@@ -838,6 +890,9 @@ class _MergeHandler:
     async def handle(self, messages: Sequence[KafkaMessage]) -> None:
         self.worker.merge([(m.partition, m.value or b"") for m in messages])
         await self.publish()
+
+    async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:
+        return set()  # the partials topic has no clocks to move
 
     async def checkpoint(self, partitions: set[Partition]) -> None:
         for _, number in sorted(partitions):

@@ -107,7 +107,12 @@ def _explain(config: MonitorConfig, console: Console) -> None:
             f"({numeric} numeric, {len(model.features) - numeric} categorical), "
             f"windows of {format_duration(window.size)}, "
             f"lateness {format_duration(window.allowed_lateness)}, "
-            f"labels joined for {format_duration(window.label_horizon)}",
+            f"labels joined for {format_duration(window.label_horizon)}"
+            + (
+                ""
+                if window.close_when_idle is None
+                else f", closed after {format_duration(window.close_when_idle)} quiet"
+            ),
             highlight=False,
         )
         segments = ", ".join(model.segment_by) or "none (one series per version)"

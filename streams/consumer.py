@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError
 
 from schemas import DriftlineSettings
 from streams.decode import KafkaMessage
@@ -70,6 +71,14 @@ class BatchHandler(Protocol):
         """Apply one batch."""
         ...
 
+    async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:
+        """Owned partitions read to their end, with how long (s) nothing new came.
+
+        Called about once a second; returns the partitions whose state it
+        changed (saved at the next checkpoint).
+        """
+        ...
+
     async def checkpoint(self, partitions: set[Partition]) -> None:
         """Save the state of these partitions (outputs delivered first)."""
         ...
@@ -87,6 +96,8 @@ class LoopSettings:
     checkpoint_interval_s: float
     max_records: int = 5000
     poll_timeout_ms: int = 100
+    quiet_interval_s: float = 1.0
+    """How often the handler hears which partitions are quiet."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -122,6 +133,8 @@ class BatchConsumer:
         self._positions: dict[Partition, int] = {}
         self._dirty: set[Partition] = set()
         self._owned: set[Partition] = set()
+        self._quiet_since: dict[Partition, float] = {}
+        """Per owned partition read to its end: since when (monotonic) nothing new came."""
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self.batches = 0
@@ -181,6 +194,7 @@ class BatchConsumer:
                 for partition in partitions:
                     self._positions.pop(partition, None)
                     self._dirty.discard(partition)
+                    self._quiet_since.pop(partition, None)
         if partitions:
             log.info(
                 "group %s: revoked %s",
@@ -223,6 +237,7 @@ class BatchConsumer:
         self.handler.revoked(owned)
         self._dirty.clear()
         self._positions.clear()
+        self._quiet_since.clear()
         self.on_assigned(owned)
         for topic, number in owned - self._positions.keys():
             # never checkpointed: from the group's committed offset, else the beginning
@@ -232,6 +247,29 @@ class BatchConsumer:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed)
+
+    async def _tell_quiet(self, consumer: AIOKafkaConsumer) -> None:
+        """Tell the handler which owned partitions are read to their end, and since when.
+
+        A partition is at its end when the consumer's position has reached the
+        high watermark of the last fetch response; a partition being read, one
+        with records behind its position, or one not fetched yet is not.
+        """
+        now = time.monotonic()
+        quiet: dict[Partition, float] = {}
+        for partition in sorted(self._owned):
+            tp = TopicPartition(*partition)
+            try:
+                end = consumer.highwater(tp)
+                position = None if end is None else await consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                end = position = None  # taken away meanwhile
+            if end is None or position is None or position < end:
+                self._quiet_since.pop(partition, None)
+                continue
+            quiet[partition] = now - self._quiet_since.setdefault(partition, now)
+        if quiet:
+            self._dirty |= await self.handler.quiet(quiet) & self._owned
 
     async def checkpoint_all(self) -> None:
         """Save every owned partition with unsaved changes and commit its offsets."""
@@ -266,6 +304,7 @@ class BatchConsumer:
             consumer.subscribe(self.topics, listener=_Listener(self))
             await consumer.start()
             next_checkpoint = time.monotonic() + self.loop_settings.checkpoint_interval_s
+            next_quiet = time.monotonic() + self.loop_settings.quiet_interval_s
             while not self._stopping.is_set():
                 records = await consumer.getmany(
                     timeout_ms=self.loop_settings.poll_timeout_ms,
@@ -280,6 +319,7 @@ class BatchConsumer:
                         messages.extend(batch)
                         self._positions[partition] = batch[-1].offset + 1
                         self._dirty.add(partition)
+                        self._quiet_since.pop(partition, None)
                     if messages:
                         # Until it returns, the batch may be half applied: cancelled
                         # or failed there, the loop ends without a checkpoint.
@@ -288,6 +328,9 @@ class BatchConsumer:
                         failed = False
                         self.batches += 1
                         self.messages += len(messages)
+                    if time.monotonic() >= next_quiet:
+                        await self._tell_quiet(consumer)
+                        next_quiet = time.monotonic() + self.loop_settings.quiet_interval_s
                     if time.monotonic() >= next_checkpoint:
                         await self._checkpoint(set(self._owned))
                         next_checkpoint = (
@@ -314,6 +357,7 @@ class BatchConsumer:
                 self._owned.clear()
                 self._positions.clear()
                 self._dirty.clear()
+                self._quiet_since.clear()
                 await consumer.stop()
                 self._consumer = None
                 self._stopped.set()

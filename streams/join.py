@@ -2095,6 +2095,34 @@ class JoinState:
             if now_us > self._next_due_us:
                 self._expire_due()
 
+    def advance_quiet(
+        self, model_id: str, *, predictions_us: int | None = None, labels_us: int | None = None
+    ) -> bool:
+        """Move a model's newest prediction and label times up, as a quiet partition may.
+
+        For ``window.close_when_idle``: a partition read to its end that stayed
+        quiet acts on each topic as if an event of the model stamped then
+        (µs) had arrived; the model's watermark follows by the rule of the
+        module notes over its own times, and what it passed expires.  Nothing
+        moves before the partition has a watermark (a partition that has read
+        nothing vouches for nothing) or back.  Returns whether a time moved.
+        """
+        if self._watermark_us == _NO_WATERMARK or model_id not in self._policies:
+            return False
+        model = self._model(model_id)
+        prediction_max, label_max = model.prediction_max_us, model.label_max_us
+        if predictions_us is not None and predictions_us > prediction_max:
+            prediction_max = predictions_us
+        if labels_us is not None and labels_us > label_max:
+            label_max = labels_us
+        if (prediction_max, label_max) == (model.prediction_max_us, model.label_max_us):
+            return False
+        model.prediction_max_us, model.label_max_us = prediction_max, label_max
+        newest, oldest = max(prediction_max, label_max), min(prediction_max, label_max)
+        model.watermark_us = max(model.watermark_us, oldest, newest - self._max_skew_us)
+        self._expire_due()
+        return True
+
     def _check_batch(
         self,
         events: Sequence[PredictionEvent] | Sequence[LabelEvent],

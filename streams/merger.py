@@ -342,14 +342,19 @@ class WindowMerger:
         model_id: str,
         watermark_us: int | None,
         join_watermark_us: int | None = None,
+        *,
+        heard: bool = True,
     ) -> None:
         """A source partition's drift watermark for one model, and its join watermark.
 
         Drift windows close by the first; performance windows settle, and
         windows are forgotten, by the second (a partition without one, an
-        older worker, is judged by its drift watermark).
+        older worker, is judged by its drift watermark). ``heard=False``: the
+        partition read nothing, its clocks moved because it is quiet
+        (``window.close_when_idle``), and it stays silent for the idle timeout.
         """
-        self._heard[source] = self.clock()
+        if heard:
+            self._heard[source] = self.clock()
         for marks, value in (
             (self._watermarks, watermark_us),
             (self._join_watermarks, join_watermark_us),
@@ -365,9 +370,10 @@ class WindowMerger:
         marks.update(self._join_watermarks.get(model_id, {}))
         return marks
 
-    def add_drift(self, source: int, partial: DriftPartial) -> None:
-        """A drift window closed by a source partition."""
-        self._heard[source] = self.clock()
+    def add_drift(self, source: int, partial: DriftPartial, *, heard: bool = True) -> None:
+        """A drift window closed by a source partition (``heard``: see :meth:`add_watermark`)."""
+        if heard:
+            self._heard[source] = self.clock()
         if not self._keeps(partial.key, "drift partial"):
             return
         if self._forgotten(partial.key):
@@ -443,9 +449,13 @@ class WindowMerger:
                 self._dead[key][source] = count
                 self._counts_seen.setdefault(key, self.clock())
 
-    def add_performance(self, source: int, partial: PerformancePartial) -> None:
-        """A cumulative performance window of a source partition."""
-        self._heard[source] = self.clock()
+    def add_performance(
+        self, source: int, partial: PerformancePartial, *, heard: bool = True
+    ) -> None:
+        """A cumulative performance window of a source partition (``heard``: see
+        :meth:`add_watermark`)."""
+        if heard:
+            self._heard[source] = self.clock()
         if not self._keeps(partial.key, "performance partial"):
             return
         if partial.key in self._settled or self._forgotten(partial.key):

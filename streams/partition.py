@@ -27,7 +27,7 @@ import orjson
 
 from schemas import DeadLetter, InputLimits, LabelEvent, MonitorConfig, PredictionEvent
 from streams.decode import DecodedBatch, KafkaMessage, decode_labels, decode_predictions
-from streams.join import JoinedPair, JoinPolicy, JoinState, event_us
+from streams.join import JoinedPair, JoinPolicy, JoinState, duration_us, event_us
 from streams.windows import PartitionWindows, ReferenceLoader, WindowOutput, as_float
 
 CHECKPOINT_MAGIC = b"DLPC"
@@ -241,10 +241,53 @@ class PartitionProcessor:
         ]
         for letter in result.dead_letters:
             self._attribute(letter)
+        self._collect(result)
+        result.labels = len(labels)
+        return result
+
+    def _collect(self, result: BatchResult) -> None:
+        """The windows the watermarks closed or changed, and the watermarks, into ``result``."""
         result.join_watermarks_us = self.join.watermarks_us
         result.windows = self.windows.collect(result.join_watermarks_us)
         result.watermarks_us = self.windows.watermarks_us  # a new dict each time
-        result.labels = len(labels)
+
+    def advance_quiet(
+        self, predictions_quiet_s: float, labels_quiet_s: float, now: datetime | None = None
+    ) -> BatchResult | None:
+        """Move the clocks of models with ``window.close_when_idle`` on a quiet partition.
+
+        ``predictions_quiet_s`` and ``labels_quiet_s``: how long each topic's
+        partition has been read to its end with nothing new (seconds of wall
+        clock). Where that is at least a model's ``close_when_idle``, the
+        topic acts as if an event of the model stamped ``now`` less that had
+        arrived (:meth:`PartitionWindows.advance_quiet`,
+        :meth:`JoinState.advance_quiet`). Returns what the moved clocks
+        closed or settled, with the watermarks, or None when no clock moved.
+        """
+        now = now or datetime.now(UTC)
+        moved = False
+        for model in self.config.models:
+            idle = model.window.close_when_idle
+            if idle is None:
+                continue
+            # On a grid of a tenth of the setting (1 s to 1 min): a quiet partition
+            # sends and saves its clocks a few times per setting, not every second.
+            step_us = min(max(duration_us(idle) // 10, 1_000_000), 60_000_000)
+            moment_us = event_us(now - idle)
+            moment_us -= moment_us % step_us
+            seconds = idle.total_seconds()
+            predictions_us = moment_us if predictions_quiet_s >= seconds else None
+            labels_us = moment_us if labels_quiet_s >= seconds else None
+            if predictions_us is not None:
+                moved |= self.windows.advance_quiet(model.id, predictions_us)
+            if predictions_us is not None or labels_us is not None:
+                moved |= self.join.advance_quiet(
+                    model.id, predictions_us=predictions_us, labels_us=labels_us
+                )
+        if not moved:
+            return None
+        result = BatchResult()
+        self._collect(result)
         return result
 
     def _apply_predictions(

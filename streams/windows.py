@@ -662,7 +662,8 @@ class PartitionWindows:
         self.watermark_us: int | None = None
         """The newest prediction time read, of any model (µs)."""
         self.own_us: dict[str, int] = {}
-        """Per model, its newest prediction time read (µs)."""
+        """Per model, its newest prediction time read (µs), or later where a quiet
+        partition moved it (:meth:`advance_quiet`)."""
         self.late: dict[WindowKey, int] = defaultdict(int)
         self.dead_letters: dict[WindowKey, int] = defaultdict(int)
         self._dirty: set[WindowKey] = set()
@@ -721,6 +722,15 @@ class PartitionWindows:
         floor = newest - self._windowing_of(model_id).behind_us
         own = self.own_us.get(model_id, _NO_TIME)
         return own if own > floor else floor
+
+    def advance_quiet(self, model_id: str, moment_us: int) -> bool:
+        """Move a model's clock to ``moment_us`` as if a prediction of it stamped then
+        had been read (``window.close_when_idle``): never back, and only once the
+        partition has read a prediction. Returns whether it moved."""
+        if self.watermark_us is None or moment_us <= self.own_us.get(model_id, _NO_TIME):
+            return False
+        self.own_us[model_id] = moment_us
+        return True
 
     def is_closed(self, model: ModelConfig, key: WindowKey) -> bool:
         """Whether this partition's drift window has closed (by its model's watermark)."""

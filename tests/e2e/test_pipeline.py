@@ -12,7 +12,9 @@ worker reports about itself.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,9 @@ from tests.servers import unique_topic_name
 from tests.support.pipeline import (
     CATEGORICAL,
     CONFIG,
+    LATENESS_S,
     NUMERIC,
+    WINDOW_S,
     Run,
     build_reference,
     check_dead_letters,
@@ -31,6 +35,7 @@ from tests.support.pipeline import (
     driftline,
     expected_windows,
     load_reference,
+    offline_drift,
     produce_backlog,
     scenario_start,
     series,
@@ -38,6 +43,7 @@ from tests.support.pipeline import (
     stop,
     topic_env,
     wait_for,
+    window,
     write_reference_training_csv,
 )
 
@@ -60,25 +66,33 @@ _stop = stop
 _write_training_csv = write_reference_training_csv
 
 
-@pytest.fixture
-def pipeline(kafka_bootstrap: str, own_victoria_metrics_url: str, tmp_path: Path) -> Iterator[Run]:
+def _prepare(bootstrap: str, metrics_url: str, workdir: Path, config: str, predictions: int) -> Run:
     env = {
-        **topic_env(unique_topic_name("e2e"), kafka_bootstrap, tmp_path / "data"),
-        "DRIFTLINE_INFLUX_URL": own_victoria_metrics_url,
+        **topic_env(unique_topic_name("e2e"), bootstrap, workdir / "data"),
+        "DRIFTLINE_INFLUX_URL": metrics_url,
         "DRIFTLINE_INFLUX_TOKEN": "e2e-token",
     }
-    (tmp_path / "monitors.yaml").write_text(CONFIG)
-    build_reference(tmp_path, env)
-    create_topics(tmp_path, env)
+    (workdir / "monitors.yaml").write_text(config)
+    build_reference(workdir, env)
+    create_topics(workdir, env)
     scenario = generate(
         ScenarioConfig(
-            start=scenario_start(6), predictions=6_000, rate_per_s=2.0, drift_from=0.5, seed=11
+            start=scenario_start(6),
+            predictions=predictions,
+            rate_per_s=2.0,
+            drift_from=0.5,
+            seed=11,
         )
     )
-    malformed = produce_backlog(kafka_bootstrap, env, scenario)
-    yield Run(
-        env, tmp_path, scenario.predictions, scenario.labels, malformed, load_reference(tmp_path)
+    malformed = produce_backlog(bootstrap, env, scenario)
+    return Run(
+        env, workdir, scenario.predictions, scenario.labels, malformed, load_reference(workdir)
     )
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, own_victoria_metrics_url: str, tmp_path: Path) -> Iterator[Run]:
+    yield _prepare(kafka_bootstrap, own_victoria_metrics_url, tmp_path, CONFIG, 6_000)
 
 
 def test_one_worker_matches_an_offline_computation(
@@ -143,3 +157,55 @@ def test_a_killed_worker_resumes_without_loss_or_double_counting(
         assert "restored from" in (pipeline.workdir / "worker-2.log").read_text()
     finally:
         stop(second)
+
+
+def test_quiet_partitions_close_and_settle_the_last_windows(
+    kafka_bootstrap: str, own_victoria_metrics_url: str, tmp_path: Path
+) -> None:
+    """With ``close_when_idle``, the windows no newer event closes are evaluated too."""
+    config = CONFIG.replace("emit_interval: 1s}", "emit_interval: 1s, close_when_idle: 4s}")
+    assert config != CONFIG
+    run = _prepare(kafka_bootstrap, own_victoria_metrics_url, tmp_path, config, 1_500)
+    starts = sorted({window(event["timestamp"]) for event in run.predictions})
+    newest = max(datetime.fromisoformat(e["timestamp"]).timestamp() for e in run.predictions)
+    # Without the setting no event would ever close the last window, or settle any.
+    assert starts[-1] + WINDOW_S + LATENESS_S > newest
+    worker = start_worker(run, "worker")
+    try:
+        wait_for(run, own_victoria_metrics_url, starts, [worker])
+        deadline = time.monotonic() + 60
+        final: dict[int, float] = {}
+        key = (("metric", "accuracy"), ("model_id", "churn"), ("model_version", "1"),
+               ("segment", "all"))  # fmt: skip
+        while time.monotonic() < deadline:
+            final = dict(series(own_victoria_metrics_url, "model_performance_is_final")[key])
+            if all(final.get(start * 1000) == 1.0 for start in starts):
+                break
+            time.sleep(1.0)
+        assert {t // 1000: v for t, v in final.items()} == dict.fromkeys(starts, 1.0)
+        # Every window, the last one included, equals the offline computation.
+        volume = series(own_victoria_metrics_url, "volume_predictions")
+        produced = Counter(window(e["timestamp"]) for e in run.predictions)
+        counts = dict(volume[(("model_id", "churn"), ("model_version", "1"), ("segment", "all"))])
+        assert {t // 1000: v for t, v in counts.items()} == produced
+        statistic = series(own_victoria_metrics_url, "feature_drift_statistic")
+        for start in starts:
+            for (feature, method), result in offline_drift(
+                run.reference, run.predictions, start
+            ).items():
+                series_key = (
+                    ("feature", feature), ("method", method), ("model_id", "churn"),
+                    ("model_version", "1"), ("segment", "all"),
+                )  # fmt: skip
+                assert dict(statistic[series_key])[start * 1000] == pytest.approx(
+                    result.statistic, rel=1e-9, abs=1e-12
+                ), (feature, method, start)
+        labels = {label["prediction_id"] for label in run.labels}
+        coverage = dict(series(own_victoria_metrics_url, "model_performance_coverage")[key])
+        for start in starts:
+            events = [e for e in run.predictions if window(e["timestamp"]) == start]
+            joined = sum(e["prediction_id"] in labels for e in events)
+            assert coverage[start * 1000] == pytest.approx(joined / len(events), rel=1e-9)
+    finally:
+        stop(worker)
+    assert worker.returncode == 0, (run.workdir / "worker.log").read_text()[-3000:]
