@@ -990,6 +990,10 @@ def build_app(
             f"{settings.group_id}-ingest",
             checkpoint_interval_s=settings.checkpoint_interval_s,
             max_records=max_records,
+            # once a second, only when some model closes its windows when idle
+            quiet_interval_s=(
+                1.0 if any(m.window.close_when_idle for m in config.models) else None
+            ),
         ),
     )
     merge_loop = BatchConsumer(

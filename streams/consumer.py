@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,8 +97,11 @@ class LoopSettings:
     checkpoint_interval_s: float
     max_records: int = 5000
     poll_timeout_ms: int = 100
-    quiet_interval_s: float = 1.0
-    """How often the handler hears which partitions are quiet."""
+    quiet_interval_s: float | None = None
+    """How often the handler hears which partitions are quiet (None: never)."""
+    quiet_fetch_age_s: float = 5.0
+    """A partition whose last fetch response is older than this is not quiet: the broker
+    may have more that the consumer cannot fetch (a leader down, a network split)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -237,7 +241,8 @@ class BatchConsumer:
         self.handler.revoked(owned)
         self._dirty.clear()
         self._positions.clear()
-        self._quiet_since.clear()
+        # _quiet_since is kept: a partition whose checkpoint covers all it read is
+        # still at its end after the seek and moves its restored clocks again
         self.on_assigned(owned)
         for topic, number in owned - self._positions.keys():
             # never checkpointed: from the group's committed offset, else the beginning
@@ -252,24 +257,41 @@ class BatchConsumer:
         """Tell the handler which owned partitions are read to their end, and since when.
 
         A partition is at its end when the consumer's position has reached the
-        high watermark of the last fetch response; a partition being read, one
-        with records behind its position, or one not fetched yet is not.
+        high watermark of a fetch response of the last ``quiet_fetch_age_s``
+        (one comes every ``fetch_max_wait_ms`` while nothing is new); one being
+        read, one with records behind its position, one not fetched yet and one
+        whose fetches fail is not. The partitions whose state the handler
+        changed are saved at once, so a crash rarely loses a move the merger
+        has seen (quiet moves depend on the wall clock: a replay does not
+        repeat them).
         """
         now = time.monotonic()
+        fresh_after_ms = (time.time() - self.loop_settings.quiet_fetch_age_s) * 1000
         quiet: dict[Partition, float] = {}
         for partition in sorted(self._owned):
             tp = TopicPartition(*partition)
             try:
                 end = consumer.highwater(tp)
-                position = None if end is None else await consumer.position(tp)
-            except (AssertionError, IllegalStateError):
-                end = position = None  # taken away meanwhile
+                fetched_ms = consumer.last_poll_timestamp(tp)
+            except AssertionError:  # aiokafka's check that the partition is assigned
+                end = fetched_ms = None
+            position = None
+            if end is not None and fetched_ms is not None and fetched_ms >= fresh_after_ms:
+                try:
+                    # immediate: a partition with a fetch response has a position
+                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                except (IllegalStateError, TimeoutError):
+                    position = None  # taken away, or its position is being reset
             if end is None or position is None or position < end:
                 self._quiet_since.pop(partition, None)
                 continue
             quiet[partition] = now - self._quiet_since.setdefault(partition, now)
-        if quiet:
-            self._dirty |= await self.handler.quiet(quiet) & self._owned
+        if not quiet:
+            return
+        moved = await self.handler.quiet(quiet) & self._owned
+        if moved:
+            self._dirty |= moved
+            await self._checkpoint(moved)
 
     async def checkpoint_all(self) -> None:
         """Save every owned partition with unsaved changes and commit its offsets."""
@@ -304,7 +326,8 @@ class BatchConsumer:
             consumer.subscribe(self.topics, listener=_Listener(self))
             await consumer.start()
             next_checkpoint = time.monotonic() + self.loop_settings.checkpoint_interval_s
-            next_quiet = time.monotonic() + self.loop_settings.quiet_interval_s
+            quiet_interval = self.loop_settings.quiet_interval_s
+            next_quiet = math.inf if quiet_interval is None else time.monotonic() + quiet_interval
             while not self._stopping.is_set():
                 records = await consumer.getmany(
                     timeout_ms=self.loop_settings.poll_timeout_ms,
@@ -330,7 +353,7 @@ class BatchConsumer:
                         self.messages += len(messages)
                     if time.monotonic() >= next_quiet:
                         await self._tell_quiet(consumer)
-                        next_quiet = time.monotonic() + self.loop_settings.quiet_interval_s
+                        next_quiet = time.monotonic() + (quiet_interval or 0.0)
                     if time.monotonic() >= next_checkpoint:
                         await self._checkpoint(set(self._owned))
                         next_checkpoint = (

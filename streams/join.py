@@ -2103,11 +2103,16 @@ class JoinState:
         For ``window.close_when_idle``: a partition read to its end that stayed
         quiet acts on each topic as if an event of the model stamped then
         (µs) had arrived; the model's watermark follows by the rule of the
-        module notes over its own times, and what it passed expires.  Nothing
-        moves before the partition has a watermark (a partition that has read
-        nothing vouches for nothing) or back.  Returns whether a time moved.
+        module notes over its own times, and what it passed expires.  A
+        topic's time moves only once the partition has read that topic (a
+        partition that has read nothing there vouches for nothing), and never
+        back.  Returns whether a time moved.
         """
-        if self._watermark_us == _NO_WATERMARK or model_id not in self._policies:
+        if predictions_us is not None and self._prediction_max_us == _NO_WATERMARK:
+            predictions_us = None
+        if labels_us is not None and self._label_max_us == _NO_WATERMARK:
+            labels_us = None
+        if (predictions_us is None and labels_us is None) or model_id not in self._policies:
             return False
         model = self._model(model_id)
         prediction_max, label_max = model.prediction_max_us, model.label_max_us

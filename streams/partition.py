@@ -261,7 +261,8 @@ class PartitionProcessor:
         clock). Where that is at least a model's ``close_when_idle``, the
         topic acts as if an event of the model stamped ``now`` less that had
         arrived (:meth:`PartitionWindows.advance_quiet`,
-        :meth:`JoinState.advance_quiet`). Returns what the moved clocks
+        :meth:`JoinState.advance_quiet`); the labels topic only while the
+        predictions topic is quiet too. Returns what the moved clocks
         closed or settled, with the watermarks, or None when no clock moved.
         """
         now = now or datetime.now(UTC)
@@ -276,14 +277,15 @@ class PartitionProcessor:
             moment_us = event_us(now - idle)
             moment_us -= moment_us % step_us
             seconds = idle.total_seconds()
-            predictions_us = moment_us if predictions_quiet_s >= seconds else None
-            labels_us = moment_us if labels_quiet_s >= seconds else None
-            if predictions_us is not None:
-                moved |= self.windows.advance_quiet(model.id, predictions_us)
-            if predictions_us is not None or labels_us is not None:
-                moved |= self.join.advance_quiet(
-                    model.id, predictions_us=predictions_us, labels_us=labels_us
-                )
+            # Labels come in bursts: their gaps alone settle nothing while predictions flow.
+            if predictions_quiet_s < seconds:
+                continue
+            moved |= self.windows.advance_quiet(model.id, moment_us)
+            moved |= self.join.advance_quiet(
+                model.id,
+                predictions_us=moment_us,
+                labels_us=moment_us if labels_quiet_s >= seconds else None,
+            )
         if not moved:
             return None
         result = BatchResult()

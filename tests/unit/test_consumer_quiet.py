@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from schemas import DriftlineSettings
-from streams.consumer import BatchConsumer, LoopSettings, Partition
+from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import KafkaMessage, RawMessage
 
 
@@ -19,6 +20,8 @@ class EndsConsumer:
     def __init__(self, ends: dict[Partition, int | None], positions: dict[Partition, int]) -> None:
         self.ends = ends
         self.positions = positions
+        self.stale: set[Partition] = set()
+        """Partitions whose fetches have failed for an hour."""
         self.deliveries: list[list[RawMessage]] = []
         self.listener: Any = None
 
@@ -40,10 +43,22 @@ class EndsConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return self.ends[(partition.topic, partition.partition)]
 
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        if self.ends[(partition.topic, partition.partition)] is None:
+            return None
+        age = 3600 if (partition.topic, partition.partition) in self.stale else 0.05
+        return int((time.time() - age) * 1000)
+
     async def position(self, partition: TopicPartition) -> int:
         return self.positions[(partition.topic, partition.partition)]
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
+        pass
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return None
+
+    async def seek_to_beginning(self, partition: TopicPartition) -> None:
         pass
 
     async def commit(self, offsets: Any) -> None:
@@ -78,8 +93,10 @@ class Recorder:
 
 
 def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the_count() -> None:
-    ends: dict[Partition, int | None] = {("p", 0): 10, ("l", 0): None, ("p", 1): 10}
-    consumer = EndsConsumer(ends, {("p", 0): 10, ("l", 0): 0, ("p", 1): 7})
+    ends: dict[Partition, int | None] = {("p", 0): 10, ("l", 0): None, ("p", 1): 10, ("l", 1): 4}
+    consumer = EndsConsumer(ends, {("p", 0): 10, ("l", 0): 0, ("p", 1): 7, ("l", 1): 4})
+    # l[1] is at the end it last heard of, an hour ago: its broker may have more
+    consumer.stale.add(("l", 1))
     handler = Recorder()
     loop = BatchConsumer(
         DriftlineSettings(),
@@ -103,7 +120,8 @@ def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the
 
     asyncio.run(scenario())
     heard = [call for call in handler.quiet_calls if call]
-    # never the partition not fetched yet, nor the one with records left to read
+    # never the partition not fetched yet, the one with records left to read, or
+    # the one whose fetches fail
     assert {partition for call in heard for partition in call} == {("p", 0)}
     durations = [call[("p", 0)] for call in heard]
     peak = durations.index(max(durations))
@@ -113,3 +131,49 @@ def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the
     # what the handler changed is saved by the checkpoint at the exit: l[0] too,
     # which no record made dirty
     assert handler.saved == {("p", 0), ("l", 0)}
+
+
+class LosingRecorder(Recorder):
+    """A handler that moves clocks after 0.2 s of quiet, and whose first checkpoint finds
+    outputs undelivered (the loop rewinds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:
+        self.quiet_calls.append(dict(partitions))
+        return {partition for partition, seconds in partitions.items() if seconds >= 0.2}
+
+    async def checkpoint(self, partitions: set[Partition]) -> None:
+        if not self.lost:
+            self.lost = True
+            raise OutputsLost("a partial was not delivered")
+        await super().checkpoint(partitions)
+
+
+def test_a_rewind_keeps_counting_a_partition_that_is_still_at_its_end() -> None:
+    """After a rewind the restored state has its older clocks: a partition still at its end
+    moves them again at the next tick, not a whole setting later."""
+    consumer = EndsConsumer({("p", 0): 10}, {("p", 0): 10})
+    handler = LosingRecorder()
+    loop = BatchConsumer(
+        DriftlineSettings(),
+        ["p"],
+        handler,
+        LoopSettings("g", checkpoint_interval_s=3600.0, poll_timeout_ms=10, quiet_interval_s=0.05),
+        consumer_factory=lambda **_: consumer,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.5)
+        await loop.stop(5.0)
+        await task
+
+    asyncio.run(scenario())
+    assert handler.lost  # the first quiet move was saved at once, and that rewound
+    durations = [call[("p", 0)] for call in handler.quiet_calls]
+    assert len(durations) >= 5
+    assert durations == sorted(durations) and durations[-1] >= 0.3
+    assert ("p", 0) in handler.saved

@@ -117,6 +117,8 @@ def test_labels_settle_a_window_only_when_both_topics_are_quiet() -> None:
     # labels topic still flowing, the predictions' quiet clock alone cannot
     # move it past the labels' newest time (20 s).
     late = 60 + 600 + IDLE_S + 60
+    # The labels' gap alone moves nothing while predictions flow: labels come in bursts.
+    assert processor.advance_quiet(0, 10 * IDLE_S, now=at(late)) is None
     result = processor.advance_quiet(IDLE_S, 0, now=at(late))
     assert result is not None
     assert result.join_watermarks_us["churn"] == start_us(20)
@@ -190,3 +192,15 @@ def test_a_quiet_partition_stays_silent_for_the_windows_of_other_models(tmp_path
     # churn's window by partition 1's clock; plain's because partition 1 is silent
     # (with partition 0's three predictions: the merger's rule for a silent partition)
     assert volumes == {("churn", start_us(0)): 1, ("plain", plain_0.window_start_us): 3}
+
+
+def test_a_topic_the_partition_has_not_read_moves_nothing_in_the_join() -> None:
+    """Labels of a backfill read before its predictions: the join's prediction side stays."""
+    part = Partition(0, load, CONFIG)
+    part.processor.process(part.messages("l", [label("c0", 30, 1)]), now=at(31))
+    assert part.processor.advance_quiet(IDLE_S, IDLE_S, now=at(7200)) is not None
+    # the labels' clock moved (both topics quiet), the predictions' did not
+    assert part.processor.windows.watermarks_us == {}
+    part.processor.process(part.messages("p", [prediction("c0", 1, 0.1)]), now=at(7201))
+    counters = part.processor.join.counters()[("churn", "1")]
+    assert (counters.joined, counters.unlabelled) == (1, 0)

@@ -82,12 +82,6 @@ class FakeConsumer:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         pass
 
-    def highwater(self, partition: TopicPartition) -> int | None:
-        return None  # no fetch response: never read to its end
-
-    async def position(self, partition: TopicPartition) -> int:
-        raise AssertionError("a position is asked only of a partition with a high watermark")
-
     async def seek_to_beginning(self, partition: TopicPartition) -> None:
         pass
 
