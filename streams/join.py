@@ -93,7 +93,7 @@ hash table, no spare room), and the fields of
 pending predictions and orphan labels in numpy columns: a pending
 prediction's window and profile as codes one byte wide (wider only while a
 model holds more than 127 windows or profiles) and its time as µs from its
-window's start (4 bytes for windows up to 71 minutes, 8 beyond), orphans'
+window's start (4 bytes for windows up to 71 minutes, 5 up to 6.3 days), orphans'
 times as int64 µs, class scores as float64 (a binary model's only the
 positive class's: ``JoinPolicy.score_kept``), numeric predictions and labels
 as float64 with a small-int kind code, and version, segment, score class
@@ -183,6 +183,7 @@ _PENDING_DETAIL = {
 }
 _ORPHAN_DETAIL = {"time": "time", "value": "label", "code": "code"}
 _MAX_ROWS = 2**29 - 1  # a row number must fit a tag (int32)
+_TIME_LOW = 2**32 - 1  # a pending time's low bits (µs from its window's start)
 
 # How a profile holds its prediction: the value itself, or a kind of the float column.
 _INTERNED = 0
@@ -683,8 +684,8 @@ class _Rows:
         """Widen an integer column, if need be, to hold values from ``smallest`` to ``largest``.
 
         Code columns start as int8 and take int16, then int32, only when a
-        model has that many windows or profiles at once; time offsets start
-        as uint32 (windows up to 71 minutes) and take int64 beyond.
+        model has that many windows or profiles at once; so does the high
+        part of a pending time beyond 32 bits of µs (windows past 71 minutes).
         """
         column = self.columns[name]
         info = np.iinfo(column.dtype)
@@ -969,7 +970,8 @@ class _ModelJoin:
         self.score_aliases = () if policy is None else policy.score_aliases
         # Every held key (pending, joined or orphan), with its tag.
         self.keys = _Keys()
-        # A pending prediction's time is held as the µs since its window's start.
+        # A pending prediction's time is held as the µs since its window's start;
+        # past 2**32 µs its high bits go to a ``time_high`` column (_store_times).
         self.pending = _Rows("window", {"window": np.int8, "time": np.uint32, "profile": np.int8})
         self.orphans = _Rows(
             "live",
@@ -1242,14 +1244,32 @@ class _ModelJoin:
         if not rows.size:
             return
         offsets = times - self.window_starts[windows]
-        self.pending.fit("time", int(offsets.max()), int(offsets.min()))
-        self.pending["time"][rows] = offsets
+        pending = self.pending
+        if "time_high" in pending.columns or not (
+            int(offsets.min()) >= 0 and int(offsets.max()) <= _TIME_LOW
+        ):
+            # Past 71 minutes: the bits above the low 32 in a column of their
+            # own, one byte wide up to ±6.3 days from the window's start.
+            high = offsets >> 32
+            if "time_high" not in pending.columns:
+                pending.add_column("time_high", np.zeros(pending.size, np.int8))
+            pending.fit("time_high", int(high.max()), int(high.min()))
+            pending["time_high"][rows] = high
+            offsets = offsets & _TIME_LOW
+        pending["time"][rows] = offsets
+
+    def pending_offsets(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The times of pending predictions held in ``rows``, as µs from their windows' starts."""
+        pending = self.pending
+        offsets: NDArray[np.int64] = pending["time"][rows].astype(np.int64)
+        if "time_high" in pending.columns:
+            offsets += pending["time_high"][rows].astype(np.int64) << 32
+        return offsets
 
     def pending_times(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
         """The times (µs) of pending predictions held in ``rows``."""
-        pending = self.pending
-        times: NDArray[np.int64] = self.window_starts[pending["window"][rows]]
-        return times + pending["time"][rows].astype(np.int64)
+        times: NDArray[np.int64] = self.window_starts[self.pending["window"][rows]]
+        return times + self.pending_offsets(rows)
 
     def _store_orphans(
         self, batch: _Batch, columns: dict[str, NDArray[np.int64]], at: NDArray[np.int64]
@@ -2489,7 +2509,7 @@ def _write_model(model_id: str, model: _ModelJoin, writer: _ColumnWriter) -> dic
     writer.add("joined_window", codes(joined_windows, window_remap, len(windows)))
     writer.add("pending_key", keys[pending])
     writer.add("pending_window", codes(pending_windows, window_remap, len(windows)))
-    writer.add("pending_time", _narrow(store["time"][pending_rows].astype(np.int64)))
+    writer.add("pending_time", _narrow(model.pending_offsets(pending_rows)))
     writer.add("pending_profile", codes(profile_codes, profile_remap, len(profiles)))
     if numeric:
         writer.add("pending_pred", store["pred"][pending_rows])

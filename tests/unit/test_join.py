@@ -1562,6 +1562,32 @@ def test_times_of_pending_predictions_stay_exact_in_windows_longer_than_71_minut
             T0_US + round(t * 1_000_000) for t in seconds
         ]
         assert {pair.window_start_us for pair in pairs} == {T0_US}
+    model = state._models["m"]
+    # The low 32 bits stay 4 bytes wide; the rest take one byte (5 a time).
+    assert model.pending["time"].dtype == np.uint32
+    assert model.pending["time_high"].dtype == np.int8
+
+
+def test_pending_times_past_a_byte_of_high_bits_stay_exact() -> None:
+    # 60-day windows: a time's bits above the low 32 outgrow int8, and rows
+    # stored before the high column existed keep their times.
+    size_s = 60 * 86_400
+    policies = {"m": JoinPolicy(size_s, 3600, 3600)}
+    start_us = (T0_US // (size_s * 1_000_000) + 1) * size_s * 1_000_000
+    offsets_us = [0, 1, 2**32 - 1, 2**32, 2**39 + 7, size_s * 1_000_000 - 1]
+    seconds = [(start_us - T0_US + o) / 1_000_000 for o in offsets_us]
+    state = JoinState(0, policies)
+    events = [prediction(f"p{i}", t) for i, t in enumerate(seconds)]
+    state.add_predictions(events[:3], range(3))  # within 32 bits: no high column yet
+    assert "time_high" not in state._models["m"].pending.columns
+    state.add_predictions(events[3:], range(3, 6))
+    assert state._models["m"].pending["time_high"].dtype == np.int16
+    restored = JoinState.from_bytes(state.to_bytes(), policies)
+    labels = [label(f"p{i}", seconds[-1] + 1) for i in range(6)]
+    for joined in (state, restored):
+        pairs = sorted(joined.add_labels(labels, range(6)), key=lambda p: int(p.prediction_id[1:]))
+        assert [pair.prediction_time_us - start_us for pair in pairs] == offsets_us
+        assert {pair.window_start_us for pair in pairs} == {start_us}
 
 
 def test_a_large_state_round_trips_exactly() -> None:
