@@ -994,6 +994,9 @@ def build_app(
             quiet_interval_s=(
                 1.0 if any(m.window.close_when_idle for m in config.models) else None
             ),
+            # an idle partition's fetch answers every fetch_max_wait_ms: older than
+            # that (with room for a round trip) is a fetch that failed
+            quiet_fetch_age_s=max(5.0, 2 * settings.fetch_max_wait_ms / 1000 + 1.0),
         ),
     )
     merge_loop = BatchConsumer(

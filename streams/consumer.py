@@ -138,6 +138,8 @@ class BatchConsumer:
         self._dirty: set[Partition] = set()
         self._owned: set[Partition] = set()
         self._quiet_since: dict[Partition, float] = {}
+        self._saved_at: dict[Partition, float] = {}
+        """When each partition's state was last saved (monotonic)."""
         """Per owned partition read to its end: since when (monotonic) nothing new came."""
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -199,6 +201,7 @@ class BatchConsumer:
                     self._positions.pop(partition, None)
                     self._dirty.discard(partition)
                     self._quiet_since.pop(partition, None)
+                    self._saved_at.pop(partition, None)
         if partitions:
             log.info(
                 "group %s: revoked %s",
@@ -221,6 +224,8 @@ class BatchConsumer:
             if (topic, number) in self._positions
         }
         self._dirty -= due
+        saved_at = time.monotonic()
+        self._saved_at.update(dict.fromkeys(due, saved_at))
         if offsets and self._consumer is not None:
             try:
                 await self._consumer.commit(offsets)
@@ -261,9 +266,9 @@ class BatchConsumer:
         (one comes every ``fetch_max_wait_ms`` while nothing is new); one being
         read, one with records behind its position, one not fetched yet and one
         whose fetches fail is not. The partitions whose state the handler
-        changed are saved at once, so a crash rarely loses a move the merger
-        has seen (quiet moves depend on the wall clock: a replay does not
-        repeat them).
+        changed are saved at once (at most once a checkpoint interval), so a
+        crash rarely loses a move the merger has seen (quiet moves depend on
+        the wall clock: a replay does not repeat them).
         """
         now = time.monotonic()
         fresh_after_ms = (time.time() - self.loop_settings.quiet_fetch_age_s) * 1000
@@ -280,7 +285,9 @@ class BatchConsumer:
                 try:
                     # immediate: a partition with a fetch response has a position
                     position = await asyncio.wait_for(consumer.position(tp), 1.0)
-                except (IllegalStateError, TimeoutError):
+                    # a fetch answered meanwhile may have brought records not read yet
+                    end = consumer.highwater(tp)
+                except (AssertionError, IllegalStateError, TimeoutError):
                     position = None  # taken away, or its position is being reset
             if end is None or position is None or position < end:
                 self._quiet_since.pop(partition, None)
@@ -289,9 +296,12 @@ class BatchConsumer:
         if not quiet:
             return
         moved = await self.handler.quiet(quiet) & self._owned
-        if moved:
-            self._dirty |= moved
-            await self._checkpoint(moved)
+        self._dirty |= moved
+        # at once, unless saved within a checkpoint interval (small settings move often)
+        interval = self.loop_settings.checkpoint_interval_s
+        due = {p for p in moved if now - self._saved_at.get(p, -math.inf) >= interval}
+        if due:
+            await self._checkpoint(due)
 
     async def checkpoint_all(self) -> None:
         """Save every owned partition with unsaved changes and commit its offsets."""

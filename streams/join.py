@@ -1249,7 +1249,7 @@ class _ModelJoin:
             int(offsets.min()) >= 0 and int(offsets.max()) <= _TIME_LOW
         ):
             # Past 71 minutes: the bits above the low 32 in a column of their
-            # own, one byte wide up to ±6.3 days from the window's start.
+            # own, one byte wide up to 6.3 days from the window's start.
             high = offsets >> 32
             if "time_high" not in pending.columns:
                 pending.add_column("time_high", np.zeros(pending.size, np.int8))

@@ -177,3 +177,35 @@ def test_a_rewind_keeps_counting_a_partition_that_is_still_at_its_end() -> None:
     assert len(durations) >= 5
     assert durations == sorted(durations) and durations[-1] >= 0.3
     assert ("p", 0) in handler.saved
+
+
+class RacingConsumer(EndsConsumer):
+    """A fetch response with new records lands while the loop waits for a position."""
+
+    async def position(self, partition: TopicPartition) -> int:
+        key = (partition.topic, partition.partition)
+        position = self.positions[key]
+        self.ends[key] = position + 5
+        await asyncio.sleep(0)
+        return position
+
+
+def test_records_fetched_while_the_position_is_read_are_not_quiet() -> None:
+    consumer = RacingConsumer({("p", 0): 10}, {("p", 0): 10})
+    handler = Recorder()
+    loop = BatchConsumer(
+        DriftlineSettings(),
+        ["p"],
+        handler,
+        LoopSettings("g", checkpoint_interval_s=3600.0, poll_timeout_ms=10, quiet_interval_s=0.05),
+        consumer_factory=lambda **_: consumer,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.3)
+        await loop.stop(5.0)
+        await task
+
+    asyncio.run(scenario())
+    assert len(handler.quiet_calls) == 0
