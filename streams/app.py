@@ -406,43 +406,32 @@ class Worker:
     ) -> list[tuple[bytes, bytes]]:
         """The (key, value) partial messages of what a partition's batch produced, or
         (``quiet``) what its clocks moved by :meth:`advance_quiet` did."""
-        partials: list[tuple[bytes, bytes]] = []
         windows = result.windows
         marked: dict[str, Any] = {"quiet": True} if quiet else {}
-        for drift in windows.drift:
-            partials.append(
-                (
-                    drift.key.model_id.encode(),
-                    encode_partial(
-                        "drift",
-                        partition,
-                        drift.key.model_id,
-                        {
-                            "key": drift.key.encode(),
-                            "payload": None if drift.payload is None else drift.payload.decode(),
-                            "predictions": drift.predictions,
-                            **marked,
-                        },
-                    ),
-                )
+
+        def message(kind: str, model_id: str, body: dict[str, Any]) -> tuple[bytes, bytes]:
+            return model_id.encode(), encode_partial(kind, partition, model_id, body | marked)
+
+        partials = [
+            message(
+                "drift",
+                drift.key.model_id,
+                {
+                    "key": drift.key.encode(),
+                    "payload": None if drift.payload is None else drift.payload.decode(),
+                    "predictions": drift.predictions,
+                },
             )
-        for perf in windows.performance:
-            partials.append(
-                (
-                    perf.key.model_id.encode(),
-                    encode_partial(
-                        "performance",
-                        partition,
-                        perf.key.model_id,
-                        {
-                            "key": perf.key.encode(),
-                            "payload": perf.payload.decode(),
-                            "final": perf.final,
-                            **marked,
-                        },
-                    ),
-                )
+            for drift in windows.drift
+        ]
+        partials += [
+            message(
+                "performance",
+                perf.key.model_id,
+                {"key": perf.key.encode(), "payload": perf.payload.decode(), "final": perf.final},
             )
+            for perf in windows.performance
+        ]
         applied = [
             processor.join.next_offset(self.settings.topic_predictions),
             processor.join.next_offset(self.settings.topic_labels),
@@ -459,15 +448,12 @@ class Worker:
                 "join_watermark": result.join_watermarks_us.get(model.id),
                 # how far this partition has read: progress for operators and benchmarks
                 "applied": applied,
-                **marked,
             }
             if model.id in late_by_model:
                 body["late"] = late_by_model[model.id]
             if model.id in dead_by_model:
                 body["dead"] = dead_by_model[model.id]
-            partials.append(
-                (model.id.encode(), encode_partial("watermark", partition, model.id, body))
-            )
+            partials.append(message("watermark", model.id, body))
         return partials
 
     def advance_quiet(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -92,15 +92,18 @@ class Recorder:
         pass
 
 
-def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the_count() -> None:
-    ends: dict[Partition, int | None] = {("p", 0): 10, ("l", 0): None, ("p", 1): 10, ("l", 1): 4}
-    consumer = EndsConsumer(ends, {("p", 0): 10, ("l", 0): 0, ("p", 1): 7, ("l", 1): 4})
-    # l[1] is at the end it last heard of, an hour ago: its broker may have more
-    consumer.stale.add(("l", 1))
-    handler = Recorder()
+def run_loop(
+    consumer: EndsConsumer,
+    handler: Recorder,
+    seconds: float,
+    meanwhile: Callable[[], None] | None = None,
+    after: float = 0.0,
+) -> None:
+    """Run a loop over ``consumer``'s partitions for ``seconds``, then ``meanwhile`` and
+    ``after`` seconds more."""
     loop = BatchConsumer(
         DriftlineSettings(),
-        ["p", "l"],
+        sorted({topic for topic, _ in consumer.ends}),
         handler,
         LoopSettings("g", checkpoint_interval_s=3600.0, poll_timeout_ms=10, quiet_interval_s=0.05),
         consumer_factory=lambda **_: consumer,
@@ -108,17 +111,31 @@ def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the
 
     async def scenario() -> None:
         task = asyncio.create_task(loop.run())
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(seconds)
+        if meanwhile is not None:
+            meanwhile()
+        await asyncio.sleep(after)
+        await loop.stop(5.0)
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_only_partitions_read_to_their_end_are_quiet_and_new_records_restart_the_count() -> None:
+    ends: dict[Partition, int | None] = {("p", 0): 10, ("l", 0): None, ("p", 1): 10, ("l", 1): 4}
+    consumer = EndsConsumer(ends, {("p", 0): 10, ("l", 0): 0, ("p", 1): 7, ("l", 1): 4})
+    # l[1] is at the end it last heard of, an hour ago: its broker may have more
+    consumer.stale.add(("l", 1))
+    handler = Recorder()
+
+    def two_records() -> None:
         # two new records on p[0] (its end moves with them), read at once
         ends[("p", 0)] = 12
         consumer.deliveries.append(
             [RawMessage("p", 0, 10, b"k", b"{}"), RawMessage("p", 0, 11, b"k", b"{}")]
         )
-        await asyncio.sleep(0.3)
-        await loop.stop(5.0)
-        await task
 
-    asyncio.run(scenario())
+    run_loop(consumer, handler, 0.6, two_records, after=0.3)
     heard = [call for call in handler.quiet_calls if call]
     # never the partition not fetched yet, the one with records left to read, or
     # the one whose fetches fail
@@ -157,21 +174,7 @@ def test_a_rewind_keeps_counting_a_partition_that_is_still_at_its_end() -> None:
     moves them again at the next tick, not a whole setting later."""
     consumer = EndsConsumer({("p", 0): 10}, {("p", 0): 10})
     handler = LosingRecorder()
-    loop = BatchConsumer(
-        DriftlineSettings(),
-        ["p"],
-        handler,
-        LoopSettings("g", checkpoint_interval_s=3600.0, poll_timeout_ms=10, quiet_interval_s=0.05),
-        consumer_factory=lambda **_: consumer,
-    )
-
-    async def scenario() -> None:
-        task = asyncio.create_task(loop.run())
-        await asyncio.sleep(0.5)
-        await loop.stop(5.0)
-        await task
-
-    asyncio.run(scenario())
+    run_loop(consumer, handler, 0.5)
     assert handler.lost  # the first quiet move was saved at once, and that rewound
     durations = [call[("p", 0)] for call in handler.quiet_calls]
     assert len(durations) >= 5
@@ -193,19 +196,5 @@ class RacingConsumer(EndsConsumer):
 def test_records_fetched_while_the_position_is_read_are_not_quiet() -> None:
     consumer = RacingConsumer({("p", 0): 10}, {("p", 0): 10})
     handler = Recorder()
-    loop = BatchConsumer(
-        DriftlineSettings(),
-        ["p"],
-        handler,
-        LoopSettings("g", checkpoint_interval_s=3600.0, poll_timeout_ms=10, quiet_interval_s=0.05),
-        consumer_factory=lambda **_: consumer,
-    )
-
-    async def scenario() -> None:
-        task = asyncio.create_task(loop.run())
-        await asyncio.sleep(0.3)
-        await loop.stop(5.0)
-        await task
-
-    asyncio.run(scenario())
+    run_loop(consumer, handler, 0.3)
     assert len(handler.quiet_calls) == 0
