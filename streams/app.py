@@ -473,9 +473,23 @@ class Worker:
             result = processor.advance_quiet(
                 quiet.get((predictions, partition), 0.0), quiet.get((labels, partition), 0.0)
             )
-            if result is not None:
-                partials += self._partials(partition, processor, result, quiet=True)
-                moved |= {(predictions, partition), (labels, partition)}
+            if result is None:
+                continue
+            partials += self._partials(partition, processor, result, quiet=True)
+            moved |= {(predictions, partition), (labels, partition)}
+            closed = [drift.key for drift in result.windows.drift]
+            settled = [perf.key for perf in result.windows.performance if perf.final]
+            if closed or settled:
+                log.info(
+                    "partition %d quiet (predictions %.0f s, labels %.0f s): closed %d drift "
+                    "windows and settled %d performance windows by the clock (%s)",
+                    partition,
+                    quiet.get((predictions, partition), 0.0),
+                    quiet.get((labels, partition), 0.0),
+                    len(closed),
+                    len(settled),
+                    ", ".join(sorted({key.model_id for key in closed + settled})),
+                )
         return partials, moved
 
     def merge(self, messages: list[tuple[int, bytes]]) -> Outbox:

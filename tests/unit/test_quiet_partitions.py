@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,9 @@ def test_quiet_clocks_survive_a_checkpoint() -> None:
     assert restored.processor.join.watermarks_us["churn"] == start_us(78)
 
 
-def test_a_quiet_partition_stays_silent_for_the_windows_of_other_models(tmp_path: Path) -> None:
+def test_a_quiet_partition_stays_silent_for_the_windows_of_other_models(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Moving its clocks, a quiet partition holds back no window of a model without the
     setting any longer than before: the merger still counts it silent (30 s)."""
     settings = DriftlineSettings(
@@ -179,7 +182,12 @@ def test_a_quiet_partition_stays_silent_for_the_windows_of_other_models(tmp_path
     assert merger.evaluate() == []  # plain's window waits for partition 1
     # 31 s later partition 1 has been quiet long enough to close churn's window by the clock
     clock[0] = 31.0
-    quiet, moved = worker.advance_quiet({("p", 1): IDLE_S, ("l", 1): IDLE_S})
+    with caplog.at_level(logging.INFO, logger="streams.app"):
+        quiet, moved = worker.advance_quiet({("p", 1): IDLE_S, ("l", 1): IDLE_S})
+    # the operator sees what the clock closed
+    assert "partition 1 quiet (predictions 60 s, labels 60 s): closed 1 drift windows" in (
+        caplog.text
+    )
     assert moved == {("p", 1), ("l", 1)}
     assert all(orjson.loads(value)["quiet"] is True for _, value in quiet)
     for _, value in quiet:
