@@ -75,8 +75,8 @@ class BatchHandler(Protocol):
     async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:
         """Owned partitions read to their end, with how long (s) nothing new came.
 
-        Called about once a second; returns the partitions whose state it
-        changed (saved at the next checkpoint).
+        Called about once a second (``LoopSettings.quiet_interval_s``);
+        returns the partitions whose state it changed, which the loop saves.
         """
         ...
 
@@ -138,9 +138,9 @@ class BatchConsumer:
         self._dirty: set[Partition] = set()
         self._owned: set[Partition] = set()
         self._quiet_since: dict[Partition, float] = {}
+        """Per owned partition read to its end: since when (monotonic) nothing new came."""
         self._saved_at: dict[Partition, float] = {}
         """When each partition's state was last saved (monotonic)."""
-        """Per owned partition read to its end: since when (monotonic) nothing new came."""
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self.batches = 0
@@ -391,6 +391,7 @@ class BatchConsumer:
                 self._positions.clear()
                 self._dirty.clear()
                 self._quiet_since.clear()
+                self._saved_at.clear()
                 await consumer.stop()
                 self._consumer = None
                 self._stopped.set()

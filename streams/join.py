@@ -23,7 +23,9 @@ partition's, unless its policy lets it run behind the others
 (``runs_behind_s``: a slow clock, a batch uploader, a backfill replayed while
 other models are live): then the later of the partition's less that and the
 same rule over the model's own events, so within that gap its predictions
-are joined and expired by its own times.  With both topics flowing (their
+are joined and expired by its own times.  A model with ``close_when_idle``
+also has its own times moved by the wall clock when the partition is quiet
+(:meth:`JoinState.advance_quiet`).  With both topics flowing (their
 newest times less than ``max_skew_s`` apart) it is the older of the two
 topics' newest times: when the worker reads one topic far
 ahead of the other (catching up a backlog, or a labels topic whose times run

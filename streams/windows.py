@@ -10,7 +10,9 @@ own segment too.
   (the newest prediction time seen, minus the model's allowed lateness) passes
   its end. The newest time is the partition's, of any model, unless the model
   ``runs_behind``: then the later of its own newest and the partition's less
-  that (a model whose events run behind others' on the same topics).
+  that (a model whose events run behind others' on the same topics). A model
+  with ``close_when_idle`` has its own moved by the wall clock while the
+  partition is quiet (:meth:`PartitionWindows.advance_quiet`).
   Its sketches are handed out once as a :class:`DriftPartial`; predictions for
   a closed window are counted as late.
 * A **performance window** stays open until the join's watermark passes its
