@@ -269,22 +269,19 @@ class PartitionProcessor:
         moved = False
         for model in self.config.models:
             idle = model.window.close_when_idle
-            if idle is None:
+            # Labels come in bursts: their gaps alone settle nothing while predictions flow.
+            if idle is None or predictions_quiet_s < idle.total_seconds():
                 continue
             # On a grid of a tenth of the setting (1 s to 1 min): a quiet partition
             # sends and saves its clocks a few times per setting, not every second.
             step_us = min(max(duration_us(idle) // 10, 1_000_000), 60_000_000)
             moment_us = event_us(now - idle)
             moment_us -= moment_us % step_us
-            seconds = idle.total_seconds()
-            # Labels come in bursts: their gaps alone settle nothing while predictions flow.
-            if predictions_quiet_s < seconds:
-                continue
             moved |= self.windows.advance_quiet(model.id, moment_us)
             moved |= self.join.advance_quiet(
                 model.id,
                 predictions_us=moment_us,
-                labels_us=moment_us if labels_quiet_s >= seconds else None,
+                labels_us=moment_us if labels_quiet_s >= idle.total_seconds() else None,
             )
         if not moved:
             return None
