@@ -103,9 +103,9 @@ names and categorical predictions interned per model as one *profile* code.
 A pending prediction of a binary model with a one-hour window takes 14 bytes
 besides its key.  Measured with tracemalloc (``python -m
 benchmarks.join_memory``: two-day windows, two class scores, spare capacity
-of the columns included): 27 bytes per id with half of them labelled (30
-with 4-byte codes, 36 with the hash table before the sorted arrays, 235–250
-when ids were held as strings).  A batch is looked
+of the columns included): 25.5 bytes per id with half of them labelled (27
+with 8-byte times, 30 with 4-byte codes, 36 with the hash table before the
+sorted arrays, 235–250 when ids were held as strings).  A batch is looked
 up with a few array operations, applied event by event in Python over that
 snapshot, and written back with array operations.
 
