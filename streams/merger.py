@@ -152,7 +152,9 @@ class WindowMerger:
         self._performance: dict[WindowKey, _PerformanceSlot] = {}
         self._late: dict[WindowKey, dict[int, int]] = defaultdict(dict)
         self._dead: dict[WindowKey, dict[int, int]] = defaultdict(dict)
-        self._closed: dict[WindowKey, tuple[int, frozenset[int]]] = {}
+        self._closed: dict[WindowKey, tuple[int, dict[int, int]]] = {}
+        """Evaluated drift windows: predictions, and per source partition those its
+        partial counted (-1: unknown, from an older checkpoint)."""
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         # Each partition's join watermark: how far labels can still come. Its
         # windows settle and are forgotten by it, so the merger judges them by
@@ -252,7 +254,7 @@ class WindowMerger:
                 [key.encode(), list(by_source.items())] for key, by_source in self._dead.items()
             ],
             "closed": [
-                [key.encode(), predictions, sorted(sources)]
+                [key.encode(), predictions, sorted(sources.items())]
                 for key, (predictions, sources) in self._closed.items()
             ],
             "watermarks": {model: list(marks.items()) for model, marks in self._watermarks.items()},
@@ -303,7 +305,11 @@ class WindowMerger:
         for raw_key, predictions, sources in document["closed"]:
             key = WindowKey.decode(raw_key)
             if self._keeps(key, "restored closed window"):
-                self._closed[key] = (int(predictions), frozenset(int(s) for s in sources))
+                # [source, predictions] pairs; an older checkpoint has the sources only
+                counts = [
+                    (int(s[0]), int(s[1])) if isinstance(s, list) else (int(s), -1) for s in sources
+                ]
+                self._closed[key] = (int(predictions), dict(counts))
         self._settled = {}
         for raw_key, labels in document.get("settled", []):
             key = WindowKey.decode(raw_key)
@@ -381,7 +387,23 @@ class WindowMerger:
             return
         closed = self._closed.get(partial.key)
         if closed is not None and source in closed[1]:
-            return  # a replay of a partial already evaluated
+            # A replay of a partial already evaluated, with the same count; more
+            # predictions come from a partition that lost a clock move in a crash
+            # (``close_when_idle``) and counted a later one on time: late here.
+            counted = closed[1][source]
+            if 0 <= counted < partial.predictions:
+                log.warning(
+                    "drift partial for %s from partition %d sent again with %d predictions "
+                    "after the window was evaluated with %d; the %d more count as late",
+                    partial.key,
+                    source,
+                    partial.predictions,
+                    counted,
+                    partial.predictions - counted,
+                )
+                self._late[partial.key][-1 - source] = partial.predictions - counted
+                self._counts_seen.setdefault(partial.key, self.clock())
+            return
         if closed is not None:
             log.warning(
                 "drift partial for %s from partition %d after the window was evaluated; "
@@ -580,7 +602,10 @@ class WindowMerger:
             self._observed_drift.discard(key)
             drift_slot = self._drift.pop(key)
             result = self._evaluate_drift(key, list(drift_slot.partials.values()))
-            self._closed[key] = (result.predictions, frozenset(drift_slot.partials))
+            self._closed[key] = (
+                result.predictions,
+                {source: part.predictions for source, part in drift_slot.partials.items()},
+            )
             self._record_counts(key)
             output.extend(result.points)
         with_volume: set[WindowKey] = set()
@@ -654,7 +679,7 @@ class WindowMerger:
                 idle_closes=False,
             ):
                 on_time = 0
-                self._closed[key] = (0, frozenset())
+                self._closed[key] = (0, {})
             else:
                 continue
             output.append(self._volume(key, window_start(key), on_time, labels=None))

@@ -212,3 +212,55 @@ def test_a_topic_the_partition_has_not_read_moves_nothing_in_the_join() -> None:
     part.processor.process(part.messages("p", [prediction("c0", 1, 0.1)]), now=at(7201))
     counters = part.processor.join.counters()[("churn", "1")]
     assert (counters.joined, counters.unlabelled) == (1, 0)
+
+
+def _window_0_volume(merger: WindowMerger) -> tuple[int, int]:
+    """(predictions, late_predictions) of churn's window 0 in the points ``evaluate`` writes."""
+    found = [
+        (point.fields["predictions"], point.fields["late_predictions"])
+        for point in merger.evaluate()
+        if point.measurement == "volume"
+        and dict(point.tags)["model_id"] == "churn"
+        and dict(point.tags)["segment"] == "all"
+        and point.time_ns // 1000 == WINDOW_0.window_start_us
+    ]
+    assert len(found) == 1
+    predictions, late = found[0]
+    assert isinstance(predictions, int) and isinstance(late, int)
+    return predictions, late
+
+
+def test_a_clock_move_lost_in_a_crash_leaves_no_prediction_uncounted() -> None:
+    """The merger evaluated a window closed by a quiet move the partition did not save; the
+    restarted partition counts a later prediction of it on time and sends the window again:
+    the merger counts the one more as late instead of dropping the partial as a replay."""
+    part = fed()
+    saved = part.processor.to_bytes()  # the last checkpoint, from before the move
+    merger = WindowMerger(CONFIG, load, 1, idle_timeout_s=30.0, clock=lambda: 0.0)
+
+    def send(result: Any, quiet: bool = False) -> None:
+        payload = Worker(
+            DriftlineSettings(topic_predictions="p", topic_labels="l"), CONFIG, Path("."), 1
+        )._partials(0, part.processor, result, quiet=quiet)
+        for _, value in payload:
+            Worker._apply_partial(merger, orjson.loads(value))
+
+    send(part.processor.advance_quiet(IDLE_S, IDLE_S, now=at(140)), quiet=True)
+    assert _window_0_volume(merger) == (5, 0)
+    part.processor.restore(saved)  # a crash before the move was saved
+    late = part.messages("p", [prediction("c-late", 30, 0.2)])
+    send(part.processor.process(late, now=at(141)))
+    send(part.processor.process(part.messages("p", [prediction("c-new", 200, 0.2)]), now=at(201)))
+    assert _window_0_volume(merger) == (5, 1)
+    # kept in the merger's checkpoint, per source partition
+    restored = WindowMerger(CONFIG, load, 1, idle_timeout_s=30.0, clock=lambda: 0.0)
+    restored.restore(orjson.loads(orjson.dumps(merger.snapshot())))
+    assert restored.snapshot()["closed"] == merger.snapshot()["closed"]
+    # an older checkpoint names the sources only: their counts are unknown, none is late
+    older = orjson.loads(orjson.dumps(merger.snapshot()))
+    older["closed"] = [[key, n, [s for s, _ in sources]] for key, n, sources in older["closed"]]
+    legacy = WindowMerger(CONFIG, load, 1, idle_timeout_s=30.0, clock=lambda: 0.0)
+    legacy.restore(older)
+    closed = legacy.snapshot()["closed"]
+    assert len(closed) == len(older["closed"]) >= 1
+    assert all(sources == [(0, -1)] for _, _, sources in closed)
