@@ -230,19 +230,20 @@ def _window_0_volume(merger: WindowMerger) -> tuple[int, int]:
     return predictions, late
 
 
-def test_a_clock_move_lost_in_a_crash_leaves_no_prediction_uncounted() -> None:
+def test_a_clock_move_lost_in_a_crash_leaves_no_prediction_uncounted(tmp_path: Path) -> None:
     """The merger evaluated a window closed by a quiet move the partition did not save; the
     restarted partition counts a later prediction of it on time and sends the window again:
     the merger counts the one more as late instead of dropping the partial as a replay."""
     part = fed()
     saved = part.processor.to_bytes()  # the last checkpoint, from before the move
     merger = WindowMerger(CONFIG, load, 1, idle_timeout_s=30.0, clock=lambda: 0.0)
+    settings = DriftlineSettings(
+        data_dir=tmp_path / "data", topic_predictions="p", topic_labels="l"
+    )
+    worker = Worker(settings, CONFIG, tmp_path, partitions=1)
 
     def send(result: Any, quiet: bool = False) -> None:
-        payload = Worker(
-            DriftlineSettings(topic_predictions="p", topic_labels="l"), CONFIG, Path("."), 1
-        )._partials(0, part.processor, result, quiet=quiet)
-        for _, value in payload:
+        for _, value in worker._partials(0, part.processor, result, quiet=quiet):
             Worker._apply_partial(merger, orjson.loads(value))
 
     send(part.processor.advance_quiet(IDLE_S, IDLE_S, now=at(140)), quiet=True)
