@@ -276,6 +276,9 @@ class Worker:
         # partition, numbered: saved with the merger's checkpoint so a crash
         # while the store is down loses none of them.
         self.unflushed: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        self.merged_offsets: dict[int, int] = {}
+        """Per partials partition, the next offset its merger has to apply: saved in the
+        merger's checkpoint, where the partition resumes (not from the committed offset)."""
         self._sequence = 0
         # Released points the sink's bounded buffer had no room for yet, in
         # order; moved into it as flushes make room (one evaluation can
@@ -307,6 +310,7 @@ class Worker:
                 merger = self.mergers.pop(partition, None)
                 if merger is not None:
                     self._log_merger(partition, merger)
+                self.merged_offsets.pop(partition, None)
                 self.engines.pop(partition, None)
                 self.unpublished.pop(partition, None)  # in its checkpoint, for the next owner
                 # Its points not confirmed yet are in the partition's checkpoint
@@ -335,11 +339,16 @@ class Worker:
                 lines = document.get("unflushed", [])
                 if lines:
                     self._add_points(partition, parse_line_protocol("\n".join(lines)))
+                next_offset = document.get("next_offset")  # None: written before it was kept
+                if next_offset is not None:
+                    self.merged_offsets[partition] = int(next_offset)
                 log.info(
-                    "merger of partials partition %d restored from %s (%d points to write)",
+                    "merger of partials partition %d restored from %s (%d points to write, "
+                    "resuming at offset %s)",
                     partition,
                     path,
                     len(lines),
+                    "committed" if next_offset is None else next_offset,
                 )
             self.mergers[partition] = merger
             self.engines[partition] = engine
@@ -492,10 +501,18 @@ class Worker:
                 )
         return partials, moved
 
-    def merge(self, messages: list[tuple[int, bytes]]) -> Outbox:
-        """Apply partial messages ``(partials partition, value)``; flush ready points."""
+    def merge(
+        self, messages: list[tuple[int, bytes]], next_offsets: Mapping[int, int] | None = None
+    ) -> Outbox:
+        """Apply partial messages ``(partials partition, value)``; flush ready points.
+
+        ``next_offsets``: per partials partition, the offset after the last of
+        ``messages``, kept with the merger's state (:attr:`merged_offsets`).
+        """
         for partition, value in messages:
             self._apply_partial(self.merger(partition), orjson.loads(value))
+        if next_offsets:
+            self.merged_offsets.update(next_offsets)
         return self.emit()
 
     def checkpoint_merger(self, partition: int) -> None:
@@ -505,6 +522,7 @@ class Worker:
             "alerts": self.engines[partition].snapshot(),
             "unflushed": [line for _, line in self.unflushed.get(partition, [])],
             "unpublished": self.unpublished.get(partition, Outbox()).to_json(),
+            "next_offset": self.merged_offsets.get(partition),
         }
         write_atomically(self.checkpoints / f"merger-{partition}.json", orjson.dumps(document))
 
@@ -883,12 +901,24 @@ class _MergeHandler:
         self.publish = publish
 
     def assigned(self, partitions: set[Partition]) -> dict[Partition, int]:
-        for _, number in sorted(partitions):
+        # Each partition resumes where its merger's saved state ends. A checkpoint
+        # can be older than the group's committed offset: one written by a worker
+        # that had lost the partition without knowing it yet (its heartbeats late),
+        # or the state a revoked consumer had no batch to save for. From the
+        # committed offset the partials in between would be lost; from here they
+        # are applied again, which changes nothing they had already changed.
+        positions: dict[Partition, int] = {}
+        for topic, number in sorted(partitions):
             self.worker.merger(number)
-        return {}
+            if number in self.worker.merged_offsets:
+                positions[(topic, number)] = self.worker.merged_offsets[number]
+        return positions
 
     async def handle(self, messages: Sequence[KafkaMessage]) -> None:
-        self.worker.merge([(m.partition, m.value or b"") for m in messages])
+        next_offsets: dict[int, int] = {}
+        for message in messages:
+            next_offsets[message.partition] = message.offset + 1
+        self.worker.merge([(m.partition, m.value or b"") for m in messages], next_offsets)
         await self.publish()
 
     async def quiet(self, partitions: Mapping[Partition, float]) -> set[Partition]:

@@ -22,7 +22,7 @@ from faust.exceptions import ProducerSendError
 
 import streams.app as app_module
 from schemas import DriftlineSettings, MonitorConfig
-from streams.app import Outbox, Worker, _InputHandler
+from streams.app import Outbox, Worker, _InputHandler, _MergeHandler
 from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import RawMessage
 from tests.unit.test_windows_merger import CONFIG, REFERENCE, label, prediction
@@ -341,6 +341,50 @@ def test_a_revoked_partition_goes_even_when_its_checkpoint_fails(
     assert loop.owned == set()
     assert worker.processors == {}
     assert consumer.commits == []
+
+
+def test_a_merger_resumes_where_its_saved_state_ends_not_at_the_committed_offset(
+    tmp_path: Path,
+) -> None:
+    """A merger checkpoint older than the group's committed offset (written by a worker
+    that had lost the partition without knowing it yet) resumes at its own offset: the
+    partials after it are applied again instead of being skipped."""
+    source = make_worker(tmp_path)
+    _, opening = source.ingest(predictions(6))
+    _, closed = source.ingest([closing()])  # the drift partial of the window [0, 60)
+    topic = [
+        RawMessage("partials", 0, offset, key, value)
+        for offset, (key, value) in enumerate([*opening, *closed])
+    ]
+
+    async def publish() -> None:
+        pass
+
+    owner = make_worker(tmp_path)
+    handler = _MergeHandler(owner, publish)
+    handler.assigned({("partials", 0)})
+    path = tmp_path / "data" / "checkpoints" / "merger-0.json"
+    asyncio.run(handler.handle(topic[: len(opening)]))
+    owner.checkpoint_merger(0)
+    stale = path.read_bytes()
+    asyncio.run(handler.handle(topic[len(opening) :]))
+    owner.checkpoint_merger(0)
+    committed = len(topic)  # the owner's consumer committed every partial it applied
+    assert orjson.loads(path.read_bytes())["next_offset"] == committed
+    path.write_bytes(stale)  # the late write of the worker that had lost the partition
+
+    successor = make_worker(tmp_path)
+    successor_handler = _MergeHandler(successor, publish)
+    positions = successor_handler.assigned({("partials", 0)})
+    assert positions == {("partials", 0): len(opening)}
+    start = positions.get(("partials", 0), committed)
+    asyncio.run(successor_handler.handle(topic[start:]))
+    assert [n for _, n, _ in successor.mergers[0].snapshot()["closed"]] == [6, 6]  # all, segment
+    # a checkpoint written before the offset was kept resumes at the committed offset
+    older = orjson.loads(stale)
+    del older["next_offset"]
+    path.write_bytes(orjson.dumps(older))
+    assert _MergeHandler(make_worker(tmp_path), publish).assigned({("partials", 0)}) == {}
 
 
 def test_a_retired_model_does_not_stop_its_partition_or_merger(
