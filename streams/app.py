@@ -375,6 +375,19 @@ class Worker:
                     path,
                     processor.join.applied_offsets,
                 )
+                read = {topic for topic, _ in processor.join.applied_offsets}
+                configured = {self.settings.topic_predictions, self.settings.topic_labels}
+                if read and not read & configured:
+                    log.warning(
+                        "partition %d's checkpoint in %s was written reading %s, not the "
+                        "configured %s: its windows and join state are kept and the configured "
+                        "topics are read from their start; point DRIFTLINE_DATA_DIR elsewhere "
+                        "to start afresh",
+                        partition,
+                        path.parent,
+                        ", ".join(sorted(read)),
+                        ", ".join(sorted(configured)),
+                    )
             self.processors[partition] = processor
         return processor
 

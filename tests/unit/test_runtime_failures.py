@@ -387,6 +387,24 @@ def test_a_merger_resumes_where_its_saved_state_ends_not_at_the_committed_offset
     assert _MergeHandler(make_worker(tmp_path), publish).assigned({("partials", 0)}) == {}
 
 
+def test_a_checkpoint_of_other_topics_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = make_worker(tmp_path)
+    worker.ingest(predictions(3))
+    worker.checkpoint(0)
+    with caplog.at_level(logging.WARNING):
+        make_worker(tmp_path).processor(0)  # the same topics
+        assert "checkpoint" not in caplog.text
+        settings = DriftlineSettings(
+            data_dir=tmp_path / "data", topic_predictions="p2", topic_labels="l2"
+        )
+        renamed = Worker(settings, CONFIG, tmp_path, partitions=1)
+        processor = renamed.processor(0)
+    assert "written reading p, not the configured l2, p2" in caplog.text
+    assert processor.join.next_offset("p2") == 0  # the new topics are read from their start
+
+
 def test_a_retired_model_does_not_stop_its_partition_or_merger(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
