@@ -48,7 +48,12 @@ from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import KafkaMessage
 from streams.merger import WindowMerger
 from streams.notify import Notifier, OutgoingNotification
-from streams.partition import BatchResult, PartitionProcessor, write_atomically
+from streams.partition import (
+    BatchResult,
+    PartitionProcessor,
+    remove_stale_temporaries,
+    write_atomically,
+)
 from streams.points import Point, parse_line_protocol
 from streams.reference import profile_mismatches
 from streams.sink import BufferedSink, SinkBackpressure, SinkError, make_sink
@@ -258,6 +263,10 @@ class Worker:
         self.config = config
         self.references = ReferenceStore(config, config_dir)
         self.checkpoints = Path(settings.data_dir) / "checkpoints"
+        if self.checkpoints.is_dir():
+            removed = remove_stale_temporaries(self.checkpoints)
+            if removed:
+                log.info("%d temporary files of interrupted checkpoint writes removed", removed)
         self.partitions = partitions
         self.processors: dict[int, PartitionProcessor] = {}
         self.mergers: dict[int, WindowMerger] = {}

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import struct
+import time
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -470,15 +472,46 @@ def _read_format_1(data: bytes) -> tuple[dict[str, Any], bytes]:
     return document, join
 
 
+TEMPORARY_SUFFIX = ".tmp"
+"""Ending of the files :func:`write_atomically` writes before renaming them."""
+
+
+def remove_stale_temporaries(directory: Path, older_than_s: float = 3600.0) -> int:
+    """Delete the temporary files of :func:`write_atomically` in ``directory`` that a
+    writer killed mid-write left behind (only old ones: another worker sharing the
+    directory may be writing one now). Returns how many were deleted."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for candidate in directory.glob(f".*{TEMPORARY_SUFFIX}"):
+        try:
+            if candidate.stat().st_mtime < cutoff:
+                candidate.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # another worker removed it meanwhile
+    return removed
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file so a crash leaves either the old or the new content."""
+    """Write a file so a crash leaves either the old or the new content.
+
+    The content goes to a temporary file of this writer's own (two workers
+    can write one checkpoint at once: one that lost its partitions during a
+    stall and does not know it yet, and their new owner), which is then
+    renamed over ``path``: each rename is whole, the last one wins.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    unique = f"{os.getpid()}-{secrets.token_hex(6)}"
+    temporary = path.with_name(f".{path.name}.{unique}{TEMPORARY_SUFFIX}")
+    try:
+        with temporary.open("xb") as file:  # created here, with the umask's permissions
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     # The rename itself is durable only once the directory is: without this a
     # power cut could bring the old file back after the offsets were committed.
     directory = os.open(path.parent, os.O_RDONLY)

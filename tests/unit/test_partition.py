@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,8 @@ from streams.partition import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_MAGIC,
     PartitionCheckpointError,
+    remove_stale_temporaries,
+    write_atomically,
 )
 from streams.windows import PerformancePartial
 from tests.unit.test_windows_merger import Partition, label, prediction
@@ -134,3 +139,44 @@ def test_a_checkpoint_of_another_partition_is_refused() -> None:
         Partition(1).processor.restore(data)
     with pytest.raises(PartitionCheckpointError, match="checkpoint of partition 0 given to 1"):
         Partition(1).processor.restore(FORMAT_1.read_bytes())
+
+
+def test_two_writers_of_one_checkpoint_leave_one_whole_file(tmp_path: Path) -> None:
+    """A worker that lost its partitions in a stall and their new owner may save the same
+    checkpoint at once: neither write fails and the file is always one of them, whole."""
+    path = tmp_path / "checkpoints" / "merger-1.json"
+    contents = {name: name.encode() * 200_000 for name in ("a", "b")}
+    errors: list[BaseException] = []
+    seen: set[bytes] = set()
+
+    def write(data: bytes) -> None:
+        try:
+            for _ in range(40):
+                write_atomically(path, data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in contents.values()]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        if path.exists():
+            seen.add(path.read_bytes())
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert seen <= set(contents.values())
+    assert path.read_bytes() in contents.values()
+    assert [p.name for p in path.parent.iterdir()] == ["merger-1.json"]  # no temporary left
+
+
+def test_only_old_temporary_files_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    old = tmp_path / ".partition-0.bin.1234-aa.tmp"
+    fresh = tmp_path / ".partition-1.bin.1234-bb.tmp"  # another worker writing it now
+    kept = tmp_path / "partition-0.bin"
+    for file in (old, fresh, kept):
+        file.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    os.utime(kept, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, kept.name]
