@@ -16,8 +16,9 @@ data directory, output topics and VictoriaMetrics (see
 * ``kill -9`` — its worker killed with SIGKILL at ``--kills`` seeded random
   moments and restarted each time (checkpoints every 0.2 s or 5 s, alternating
   in a seeded order);
-* ``rebalance`` — a second worker joins at 30 % of the scenario, the first
-  one leaves (SIGTERM) at 65 %;
+* ``rebalance`` — a second worker joins at 30 % of the scenario; at 42 % the
+  one merging the model's partials stalls (SIGSTOP) past its group session
+  timeout and goes on (SIGCONT); the first one leaves (SIGTERM) at 65 %;
 * ``broker restart`` — its broker (noida-db, which keeps its data on disk) is
   stopped at 50 % and started again.
 

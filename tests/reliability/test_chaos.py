@@ -9,7 +9,8 @@ malformed messages) is produced live over a minute to four runs of
   checked against an offline computation on the generated events;
 * ``kill`` — its worker killed with SIGKILL at three seeded random moments and
   restarted each time, with 0.2 s and 5 s checkpoint intervals;
-* ``rebalance`` — a second worker joins mid-scenario, the first one leaves later;
+* ``rebalance`` — a second worker joins mid-scenario, one of the two stalls past its
+  session timeout (its partitions move while it believes it owns them), the first one leaves;
 * ``broker`` — its broker (noida-db, which keeps its data on disk) is stopped
   and started again mid-scenario.
 

@@ -12,8 +12,12 @@ VictoriaMetrics, and suffers its own fault:
     each time, half of its lives checkpointing every 0.2 s, the others every
     5 s (the default), so kills fall between checkpoints.
 ``rebalance``
-    a second worker joins at 30 % of the scenario; the first one leaves
-    (SIGTERM) at 65 %.
+    a second worker joins at 30 % of the scenario; at 42 % the worker merging
+    the model's partials stalls (SIGSTOP) longer than its group session
+    timeout, so the groups give its partitions to the other one, and then
+    goes on (SIGCONT) still believing it owns them until it hears of the
+    rebalance; the first worker leaves (SIGTERM) at 65 %, once the groups
+    have settled.
 ``broker``
     one worker on a broker of its own that keeps its data on disk (noida-db),
     stopped and started again mid-scenario.
@@ -54,6 +58,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from detectors.classification import BinaryStats, positive_mask
@@ -133,6 +138,15 @@ topics: {{partitions: {PARTITIONS}}}
 
 Only drift rules: a drift window is judged once, so its alerts do not depend on
 when a worker happened to re-emit a performance window."""
+
+MODEL_PARTIALS_PARTITION: Final = DefaultPartitioner()(
+    b"churn", list(range(PARTITIONS)), list(range(PARTITIONS))
+)
+"""The partials partition of the model ``churn``: its partials are keyed by the model id
+and placed by the producer's default partitioner."""
+
+STALL_BEYOND_SESSION_S: Final = 4.0
+"""How much longer than its session timeout a worker of the ``rebalance`` run stalls."""
 
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
 """Measurement, sorted tags, epoch nanoseconds: one row of the store."""
@@ -867,6 +881,64 @@ class ChaosRun:
                 process.kill()
                 process.wait(10)
 
+    def shares(self, timeout: float = 90.0) -> dict[str, str]:
+        """Each running worker's last ``-merge`` assignment line, once every running worker
+        has its share in both groups (no rebalance under way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            merging: dict[str, str] = {}
+            for name in self.running():
+                log = self.log(name).splitlines()
+                lines = {
+                    group: [line for line in log if f"-{group}: " in line and " group " in line]
+                    for group in ("ingest", "merge")
+                }
+                if all(found and ": assigned " in found[-1] for found in lines.values()):
+                    merging[name] = lines["merge"][-1]
+            if merging and len(merging) == len(self.running()):
+                return merging
+            if time.monotonic() > deadline:
+                raise AssertionError(f"a rebalance never ended:\n{self.logs_tail()}")
+            time.sleep(0.1)
+
+    def merger_owner(self, partition: int) -> str:
+        """The running worker that merges a partials partition, once a rebalance under
+        way has ended."""
+        wanted = f".partials[{partition}]"
+        owners = [name for name, line in self.shares().items() if wanted in line]
+        if len(owners) != 1:
+            raise AssertionError(f"{owners or 'no worker'} merge {wanted}:\n{self.logs_tail()}")
+        return owners[0]
+
+    def pause(self, name: str, seconds: float, timeout: float = 90.0) -> None:
+        """Stop a worker (SIGSTOP) for ``seconds``, then let it go on (SIGCONT): a stall
+        (a long pause of the host or the process) past its group session timeout.
+
+        Returns once the worker has joined both groups again. Tansu's group
+        coordinator never completes a rejoin that another member's leave
+        interrupts (the member is told to join again for ever), so nothing
+        else happens to the run meanwhile.
+        """
+
+        def joins() -> int:
+            return sum(
+                line.count(f"-{group}: assigned ") for group in ("ingest", "merge")
+                for line in self.log(name).splitlines()
+            )  # fmt: skip
+
+        before = joins()
+        process = self.processes[name]
+        process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + timeout
+        while joins() < before + 2:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never joined again:\n{self.logs_tail()}")
+            time.sleep(0.1)
+
     def wait(self, name: str, timeout: float = 60.0) -> None:
         """Wait for a worker told to stop; SIGKILL it if it has not stopped in time."""
         process = self.processes[name]
@@ -1390,6 +1462,7 @@ def run_session(
             for run, worker in running:
                 run.told_to_exit.add(worker)
                 run.processes[worker].send_signal(signal.SIGTERM)
+                run.processes[worker].send_signal(signal.SIGCONT)  # one left stalled by a failure
             for run, worker in running:
                 run.wait(worker)
 
@@ -1425,7 +1498,7 @@ def _inject_faults(
     kill_run = runs.get("kill")
     events: list[tuple[float, str]] = [(point, "kill") for point in kill_points]
     if "rebalance" in runs:
-        events += [(0.3, "add"), (0.65, "remove")]
+        events += [(0.3, "add"), (0.42, "pause"), (0.65, "remove")]
     if broker is not None:
         events.append((0.5, "broker"))
     events.sort()
@@ -1468,8 +1541,22 @@ def _inject_faults(
             run.start_worker()
             run.faults.append(Fault("worker added", at, at, snapshot, producer.progress))
             say(f"rebalance: second worker added at {producer.progress:.0%}")
+        elif kind == "pause":
+            run = runs["rebalance"]
+            # the worker that merges the model's partials, once both work
+            stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
+            snapshot, at = producer.snapshot(run.producer_target), time.time()
+            progress = producer.progress
+            stall_s = float(run.env["DRIFTLINE_KAFKA_SESSION_TIMEOUT_S"]) + STALL_BEYOND_SESSION_S
+            run.pause(stalled, stall_s)
+            run.faults.append(
+                Fault("worker stalled", at, time.time(), snapshot, progress,
+                      f"{stalled} stopped for {stall_s:.0f} s")
+            )  # fmt: skip
+            say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
         elif kind == "remove":
             run = runs["rebalance"]
+            run.shares()  # not in the middle of a rebalance (see ChaosRun.pause)
             first = sorted(run.running())[0]
             snapshot, at = producer.snapshot(run.producer_target), time.time()
             run.terminate(first)
