@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 
 REFERENCE_RETRY_S = 60.0
+
+STALL_HOLD_S = 2.0
+"""Least time a worker that stood still past its session timeout waits for its groups."""
 """How long a missing or unreadable reference profile is taken as absent before it is read again."""
 
 
@@ -297,6 +300,11 @@ class Worker:
         """Sequence number of the last point handed to the sink."""
         self.flush_wanted = asyncio.Event()
         self.held_back = 0
+        self.clock: Callable[[], float] = time.monotonic
+        self._beat_at: float | None = None
+        self._stalled_until = -math.inf
+        self.stalls = 0
+        """Times the process stood still longer than the group session timeout."""
         self.dead_letters_unsent = 0
         """Dead letters the producer refused outright (too large); counted, not retried."""
         """Evaluations skipped because the sink's buffer was past its high-water mark."""
@@ -538,7 +546,10 @@ class Worker:
         return self.emit()
 
     def checkpoint_merger(self, partition: int) -> None:
-        """Save a partials partition's merger and alert state."""
+        """Save a partials partition's merger and alert state (not while :meth:`stalled`:
+        the next owner then resumes from the last one saved)."""
+        if self.stalled():
+            return
         document = {
             "merger": self.mergers[partition].snapshot(),
             "alerts": self.engines[partition].snapshot(),
@@ -716,6 +727,41 @@ class Worker:
         for partition, entries in list(self.unflushed.items()):
             self.unflushed[partition] = [e for e in entries if e[0] > up_to]
 
+    def beat(self) -> None:
+        """The one-second timer's mark: notes when the process stood still longer than the
+        group session timeout (a paused VM, a frozen process), see :meth:`stalled`."""
+        now = self.clock()
+        timeout = self.settings.kafka_session_timeout_s
+        if self._beat_at is not None and now - self._beat_at > timeout:
+            self.stalls += 1
+            self._stalled_until = now + max(
+                STALL_HOLD_S, 3 * self.settings.kafka_heartbeat_interval_s
+            )
+            log.warning(
+                "the worker stood still for %.1f s, longer than the group session timeout "
+                "(%.0f s): its partitions may have moved without it knowing yet; windows are "
+                "not evaluated, points not written and merger state not saved until its "
+                "groups have answered",
+                now - self._beat_at,
+                timeout,
+            )
+        self._beat_at = now
+
+    def stalled(self) -> bool:
+        """Whether the process stood still past the session timeout a moment ago.
+
+        Its groups may have given its partitions to another worker, which it
+        learns only from its next heartbeat: until then (a few heartbeat
+        intervals) it evaluates no window and writes no point or merger
+        checkpoint, which could be older than the new owner's. Partials are
+        still applied (their state and offset are saved together, later).
+        """
+        now = self.clock()
+        overdue = self._beat_at is not None and (
+            now - self._beat_at > self.settings.kafka_session_timeout_s
+        )
+        return overdue or now < self._stalled_until
+
     def emit(self) -> Outbox:
         """Evaluate ready windows and run the alert rules; points go to the sink's buffer.
 
@@ -725,9 +771,11 @@ class Worker:
         in the mergers, which keeps memory bounded and loses nothing; the
         alert rules still judge them as they become ready (their points
         follow once the store takes points again), so alerts go out while
-        the store is down.
+        the store is down. Nothing is evaluated while :meth:`stalled`.
         """
         outbox = Outbox()
+        if self.stalled():
+            return outbox
         self.offer()
         held = self.backpressure()
         if held:
@@ -1067,6 +1115,7 @@ def build_app(
         await merge_loop.run()
 
     async def tick() -> None:
+        worker.beat()
         worker.emit()
         await publish()
         for partition in list(worker.mergers):
@@ -1081,6 +1130,10 @@ def build_app(
         while True:
             await worker.flush_wanted.wait()
             worker.flush_wanted.clear()
+            if worker.stalled():  # what it holds may be older than a new owner's points
+                await asyncio.sleep(0.5)
+                worker.flush_wanted.set()
+                continue
             try:
                 await worker.write()
             except SinkError as exc:

@@ -387,6 +387,40 @@ def test_a_merger_resumes_where_its_saved_state_ends_not_at_the_committed_offset
     assert _MergeHandler(make_worker(tmp_path), publish).assigned({("partials", 0)}) == {}
 
 
+def test_a_worker_that_stood_still_past_its_session_evaluates_and_saves_nothing_for_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a stall its partitions may be another worker's: until its groups answer, its
+    points and merger checkpoints could be older than the new owner's."""
+    source = make_worker(tmp_path)
+    _, partials = source.ingest([*predictions(6), closing()])
+    worker = make_worker(tmp_path)
+    now = [100.0]
+    worker.clock = lambda: now[0]
+    session = worker.settings.kafka_session_timeout_s
+    hold = max(app_module.STALL_HOLD_S, 3 * worker.settings.kafka_heartbeat_interval_s)
+    worker.beat()
+    now[0] += session + 1  # stopped; the timer has not run since
+    path = tmp_path / "data" / "checkpoints" / "merger-0.json"
+    worker.merge([(0, value) for _, value in partials], {0: len(partials)})
+    worker.checkpoint_merger(0)
+    assert worker.sink.pending == 0 and not path.exists()
+    assert worker.mergers[0].waiting()  # the closed window, applied but not evaluated
+    with caplog.at_level(logging.WARNING):
+        worker.beat()
+    assert worker.stalls == 1 and f"stood still for {session + 1:.1f} s" in caplog.text
+    now[0] += hold - 0.1
+    worker.beat()
+    worker.emit()
+    assert worker.sink.pending == 0 and worker.stalls == 1
+    now[0] += 0.2  # its groups answered meanwhile (a revocation would have dropped it all)
+    worker.beat()
+    worker.emit()
+    worker.checkpoint_merger(0)
+    assert worker.sink.pending > 0 and not worker.mergers[0].waiting()
+    assert orjson.loads(path.read_bytes())["next_offset"] == len(partials)
+
+
 def test_a_checkpoint_of_other_topics_is_named_in_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
