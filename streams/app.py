@@ -63,10 +63,10 @@ log = logging.getLogger(__name__)
 
 
 REFERENCE_RETRY_S = 60.0
+"""How long a missing or unreadable reference profile is taken as absent before it is read again."""
 
 STALL_HOLD_S = 2.0
 """Least time a worker that stood still past its session timeout waits for its groups."""
-"""How long a missing or unreadable reference profile is taken as absent before it is read again."""
 
 
 class ReferenceStore:
@@ -356,7 +356,10 @@ class Worker:
                 lines = document.get("unflushed", [])
                 if lines:
                     self._add_points(partition, parse_line_protocol("\n".join(lines)))
-                next_offset = document.get("next_offset")  # None: written before it was kept
+                # None: written before it was kept, or reading another partials topic
+                next_offset = document.get("next_offset")
+                if document.get("partials_topic") != self.settings.topic_partials:
+                    next_offset = None
                 if next_offset is not None:
                     self.merged_offsets[partition] = int(next_offset)
                 log.info(
@@ -394,15 +397,15 @@ class Worker:
                 )
                 read = {topic for topic, _ in processor.join.applied_offsets}
                 configured = {self.settings.topic_predictions, self.settings.topic_labels}
-                if read and not read & configured:
+                if read - configured:
                     log.warning(
-                        "partition %d's checkpoint in %s was written reading %s, not the "
-                        "configured %s: its windows and join state are kept and the configured "
-                        "topics are read from their start; point DRIFTLINE_DATA_DIR elsewhere "
-                        "to start afresh",
+                        "partition %d's checkpoint in %s was written reading %s, not configured "
+                        "now (configured: %s): its windows and join state are kept and a "
+                        "configured topic it did not read is read from its start; point "
+                        "DRIFTLINE_DATA_DIR elsewhere to start afresh",
                         partition,
                         path.parent,
-                        ", ".join(sorted(read)),
+                        ", ".join(sorted(read - configured)),
                         ", ".join(sorted(configured)),
                     )
             self.processors[partition] = processor
@@ -556,6 +559,7 @@ class Worker:
             "unflushed": [line for _, line in self.unflushed.get(partition, [])],
             "unpublished": self.unpublished.get(partition, Outbox()).to_json(),
             "next_offset": self.merged_offsets.get(partition),
+            "partials_topic": self.settings.topic_partials,
         }
         write_atomically(self.checkpoints / f"merger-{partition}.json", orjson.dumps(document))
 
@@ -729,21 +733,21 @@ class Worker:
 
     def beat(self) -> None:
         """The one-second timer's mark: notes when the process stood still longer than the
-        group session timeout (a paused VM, a frozen process), see :meth:`stalled`."""
+        group session timeout (stopped, or starved of CPU), see :meth:`stalled`."""
         now = self.clock()
         timeout = self.settings.kafka_session_timeout_s
         if self._beat_at is not None and now - self._beat_at > timeout:
             self.stalls += 1
-            self._stalled_until = now + max(
-                STALL_HOLD_S, 3 * self.settings.kafka_heartbeat_interval_s
-            )
+            hold = max(STALL_HOLD_S, 3 * self.settings.kafka_heartbeat_interval_s)
+            self._stalled_until = now + hold
             log.warning(
                 "the worker stood still for %.1f s, longer than the group session timeout "
-                "(%.0f s): its partitions may have moved without it knowing yet; windows are "
-                "not evaluated, points not written and merger state not saved until its "
-                "groups have answered",
+                "(%.0f s): its partitions may have moved without it knowing yet; for %.0f s, "
+                "the time its groups take to tell it, windows are not evaluated, points not "
+                "written and merger state not saved",
                 now - self._beat_at,
                 timeout,
+                hold,
             )
         self._beat_at = now
 
@@ -976,7 +980,7 @@ class _MergeHandler:
         # that had lost the partition without knowing it yet (its heartbeats late),
         # or the state a revoked consumer had no batch to save for. From the
         # committed offset the partials in between would be lost; from here they
-        # are applied again, which changes nothing they had already changed.
+        # are applied to the state saved, as the worker that saved it would have.
         positions: dict[Partition, int] = {}
         for topic, number in sorted(partitions):
             self.worker.merger(number)
@@ -1114,8 +1118,11 @@ def build_app(
     async def merge() -> None:
         await merge_loop.run()
 
-    async def tick() -> None:
+    async def beat() -> None:
+        # a timer of its own: tick can wait on the producer, which is no stall
         worker.beat()
+
+    async def tick() -> None:
         worker.emit()
         await publish()
         for partition in list(worker.mergers):
@@ -1152,7 +1159,8 @@ def build_app(
         # Then the loops stop: their last checkpoints deliver their outputs
         # first, and they let go of the partitions' state as they leave.
         await publish()  # what is still undelivered stays in the mergers' checkpoints
-        if worker.sink.last_failure is None:  # one more try, unless the store is known down
+        # one more try, unless the store is known down or the partitions may have moved
+        if worker.sink.last_failure is None and not worker.stalled():
             try:
                 await worker.write()
             except SinkError as exc:
@@ -1168,6 +1176,7 @@ def build_app(
     app.on_before_shutdown.connect(stop_loops)
     app.task(ingest)
     app.task(merge)
+    app.timer(1.0)(beat)
     app.timer(1.0)(tick)
     app.timer(60.0)(report)
     app.task(notifications)

@@ -1483,6 +1483,38 @@ def run_session(
     return SessionReport(scenario, facts, reports, time.monotonic() - began, workdir)
 
 
+class _Stall(threading.Thread):
+    """The ``rebalance`` run's stall: the worker merging the model's partials, once both
+    workers have their share, stopped past its session timeout and let go on."""
+
+    def __init__(self, run: ChaosRun, producer: PacedProducer, say: Callable[[str], None]) -> None:
+        super().__init__(name="stall", daemon=True)
+        self.chaos_run, self.producer, self.say = run, producer, say
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            run, producer = self.chaos_run, self.producer
+            stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
+            snapshot, at = producer.snapshot(run.producer_target), time.time()
+            progress = producer.progress
+            stall_s = float(run.env["DRIFTLINE_KAFKA_SESSION_TIMEOUT_S"]) + STALL_BEYOND_SESSION_S
+            run.pause(stalled, stall_s)
+            run.faults.append(
+                Fault("worker stalled", at, time.time(), snapshot, progress,
+                      f"{stalled} stopped for {stall_s:.0f} s")
+            )  # fmt: skip
+            self.say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        """Wait for the stalled worker to be back in its groups; raise what went wrong."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _inject_faults(
     plan: SessionPlan,
     rng: random.Random,
@@ -1502,6 +1534,7 @@ def _inject_faults(
     if broker is not None:
         events.append((0.5, "broker"))
     events.sort()
+    stalling: _Stall | None = None
     min_uptime_s = 6.0
     for point, kind in events:
         while producer.progress < point and not producer.finished.is_set():
@@ -1542,20 +1575,13 @@ def _inject_faults(
             run.faults.append(Fault("worker added", at, at, snapshot, producer.progress))
             say(f"rebalance: second worker added at {producer.progress:.0%}")
         elif kind == "pause":
-            run = runs["rebalance"]
-            # the worker that merges the model's partials, once both work
-            stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
-            snapshot, at = producer.snapshot(run.producer_target), time.time()
-            progress = producer.progress
-            stall_s = float(run.env["DRIFTLINE_KAFKA_SESSION_TIMEOUT_S"]) + STALL_BEYOND_SESSION_S
-            run.pause(stalled, stall_s)
-            run.faults.append(
-                Fault("worker stalled", at, time.time(), snapshot, progress,
-                      f"{stalled} stopped for {stall_s:.0f} s")
-            )  # fmt: skip
-            say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
+            # in a thread: the other runs' faults keep their schedule meanwhile
+            stalling = _Stall(runs["rebalance"], producer, say)
+            stalling.start()
         elif kind == "remove":
             run = runs["rebalance"]
+            if stalling is not None:
+                stalling.finish()
             run.shares()  # not in the middle of a rebalance (see ChaosRun.pause)
             first = sorted(run.running())[0]
             snapshot, at = producer.snapshot(run.producer_target), time.time()

@@ -25,6 +25,7 @@ from schemas import DriftlineSettings, MonitorConfig
 from streams.app import Outbox, Worker, _InputHandler, _MergeHandler
 from streams.consumer import BatchConsumer, LoopSettings, OutputsLost, Partition
 from streams.decode import RawMessage
+from streams.partition import PartitionProcessor
 from tests.unit.test_windows_merger import CONFIG, REFERENCE, label, prediction
 
 
@@ -385,6 +386,11 @@ def test_a_merger_resumes_where_its_saved_state_ends_not_at_the_committed_offset
     del older["next_offset"]
     path.write_bytes(orjson.dumps(older))
     assert _MergeHandler(make_worker(tmp_path), publish).assigned({("partials", 0)}) == {}
+    # so does one written reading a partials topic of another name
+    older["next_offset"] = len(opening)
+    older["partials_topic"] = "partials-before"
+    path.write_bytes(orjson.dumps(older))
+    assert _MergeHandler(make_worker(tmp_path), publish).assigned({("partials", 0)}) == {}
 
 
 def test_a_worker_that_stood_still_past_its_session_evaluates_and_saves_nothing_for_a_while(
@@ -425,18 +431,24 @@ def test_a_checkpoint_of_other_topics_is_named_in_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker = make_worker(tmp_path)
-    worker.ingest(predictions(3))
+    worker.ingest([*predictions(3), RawMessage("l", 0, 0, b"a0", label("a0", 20, 1))])
     worker.checkpoint(0)
-    with caplog.at_level(logging.WARNING):
-        make_worker(tmp_path).processor(0)  # the same topics
-        assert "checkpoint" not in caplog.text
+
+    def restored(predictions_topic: str, labels_topic: str) -> PartitionProcessor:
         settings = DriftlineSettings(
-            data_dir=tmp_path / "data", topic_predictions="p2", topic_labels="l2"
+            data_dir=tmp_path / "data",
+            topic_predictions=predictions_topic,
+            topic_labels=labels_topic,
         )
-        renamed = Worker(settings, CONFIG, tmp_path, partitions=1)
-        processor = renamed.processor(0)
-    assert "written reading p, not the configured l2, p2" in caplog.text
-    assert processor.join.next_offset("p2") == 0  # the new topics are read from their start
+        return Worker(settings, CONFIG, tmp_path, partitions=1).processor(0)
+
+    with caplog.at_level(logging.WARNING):
+        restored("p", "l")
+        assert "checkpoint" not in caplog.text
+        processor = restored("p", "l2")  # only the labels topic renamed
+    assert "written reading l, not configured now (configured: l2, p)" in caplog.text
+    assert processor.join.next_offset("l2") == 0  # the new topic is read from its start
+    assert processor.join.next_offset("p") == 3
 
 
 def test_a_retired_model_does_not_stop_its_partition_or_merger(
