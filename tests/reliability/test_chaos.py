@@ -132,9 +132,11 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     assert all(f.recovery_s is not None for f in run.faults), _failure(run)
 
 
-def test_a_worker_added_and_one_removed_change_nothing(session: SessionReport) -> None:
+def test_a_worker_added_one_stalled_and_one_removed_change_nothing(
+    session: SessionReport,
+) -> None:
     run = _same_results(session, "rebalance")
-    assert [f.kind for f in run.faults] == ["worker added", "worker removed"]
+    assert [f.kind for f in run.faults] == ["worker added", "worker stalled", "worker removed"]
 
 
 def test_a_broker_restart_changes_nothing(session: SessionReport) -> None:

@@ -1483,33 +1483,61 @@ def run_session(
     return SessionReport(scenario, facts, reports, time.monotonic() - began, workdir)
 
 
-class _Stall(threading.Thread):
-    """The ``rebalance`` run's stall: the worker merging the model's partials, once both
-    workers have their share, stopped past its session timeout and let go on."""
+class _RebalanceFaults(threading.Thread):
+    """The ``rebalance`` run's faults, on their own thread so that waiting for its
+    workers (a stall, a rejoin, a worker stopping) delays no other run's faults.
+
+    At 30 % a second worker starts; at 42 % the worker merging the model's
+    partials, once both have their share, is stopped past its session timeout
+    and let go on; at 65 %, once the groups have settled, the first worker
+    stops (SIGTERM).
+    """
 
     def __init__(self, run: ChaosRun, producer: PacedProducer, say: Callable[[str], None]) -> None:
-        super().__init__(name="stall", daemon=True)
+        super().__init__(name="rebalance-faults", daemon=True)
         self.chaos_run, self.producer, self.say = run, producer, say
         self.error: BaseException | None = None
 
+    def _at(self, point: float) -> bool:
+        """Wait until the scenario is ``point`` produced; False if it ended first."""
+        while self.producer.progress < point and not self.producer.finished.is_set():
+            time.sleep(0.02)
+        return self.producer.progress >= point
+
     def run(self) -> None:
         try:
-            run, producer = self.chaos_run, self.producer
-            stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
-            snapshot, at = producer.snapshot(run.producer_target), time.time()
-            progress = producer.progress
-            stall_s = float(run.env["DRIFTLINE_KAFKA_SESSION_TIMEOUT_S"]) + STALL_BEYOND_SESSION_S
-            run.pause(stalled, stall_s)
-            run.faults.append(
-                Fault("worker stalled", at, time.time(), snapshot, progress,
-                      f"{stalled} stopped for {stall_s:.0f} s")
-            )  # fmt: skip
-            self.say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
+            self._faults()
         except BaseException as exc:
             self.error = exc
 
+    def _faults(self) -> None:
+        run, producer, say = self.chaos_run, self.producer, self.say
+        self._at(0.3)
+        snapshot, at = producer.snapshot(run.producer_target), time.time()
+        run.start_worker()
+        run.faults.append(Fault("worker added", at, at, snapshot, producer.progress))
+        say(f"rebalance: second worker added at {producer.progress:.0%}")
+        self._at(0.42)
+        stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
+        snapshot, at = producer.snapshot(run.producer_target), time.time()
+        progress = producer.progress
+        stall_s = float(run.env["DRIFTLINE_KAFKA_SESSION_TIMEOUT_S"]) + STALL_BEYOND_SESSION_S
+        run.pause(stalled, stall_s)
+        run.faults.append(
+            Fault("worker stalled", at, time.time(), snapshot, progress,
+                  f"{stalled} stopped for {stall_s:.0f} s")
+        )  # fmt: skip
+        say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
+        self._at(0.65)
+        run.shares()  # not in the middle of a rebalance (see ChaosRun.pause)
+        first = sorted(run.running())[0]
+        snapshot, at = producer.snapshot(run.producer_target), time.time()
+        run.terminate(first)
+        run.faults.append(Fault("worker removed", at, at, snapshot, producer.progress, first))
+        say(f"rebalance: {first} stopped at {producer.progress:.0%}")
+
     def finish(self) -> None:
-        """Wait for the stalled worker to be back in its groups; raise what went wrong."""
+        """Wait for the last fault; raise what went wrong."""
         self.join()
         if self.error is not None:
             raise self.error
@@ -1529,12 +1557,13 @@ def _inject_faults(
     rng.shuffle(intervals)
     kill_run = runs.get("kill")
     events: list[tuple[float, str]] = [(point, "kill") for point in kill_points]
-    if "rebalance" in runs:
-        events += [(0.3, "add"), (0.42, "pause"), (0.65, "remove")]
     if broker is not None:
         events.append((0.5, "broker"))
     events.sort()
-    stalling: _Stall | None = None
+    rebalancing = None
+    if "rebalance" in runs:
+        rebalancing = _RebalanceFaults(runs["rebalance"], producer, say)
+        rebalancing.start()
     min_uptime_s = 6.0
     for point, kind in events:
         while producer.progress < point and not producer.finished.is_set():
@@ -1568,26 +1597,6 @@ def _inject_faults(
                 f"kill: SIGKILL {current} at {progress:.0%}, "
                 f"restarted (checkpoint {interval or 5} s)"
             )
-        elif kind == "add":
-            run = runs["rebalance"]
-            snapshot, at = producer.snapshot(run.producer_target), time.time()
-            run.start_worker()
-            run.faults.append(Fault("worker added", at, at, snapshot, producer.progress))
-            say(f"rebalance: second worker added at {producer.progress:.0%}")
-        elif kind == "pause":
-            # in a thread: the other runs' faults keep their schedule meanwhile
-            stalling = _Stall(runs["rebalance"], producer, say)
-            stalling.start()
-        elif kind == "remove":
-            run = runs["rebalance"]
-            if stalling is not None:
-                stalling.finish()
-            run.shares()  # not in the middle of a rebalance (see ChaosRun.pause)
-            first = sorted(run.running())[0]
-            snapshot, at = producer.snapshot(run.producer_target), time.time()
-            run.terminate(first)
-            run.faults.append(Fault("worker removed", at, at, snapshot, producer.progress, first))
-            say(f"rebalance: {first} stopped at {producer.progress:.0%}")
         elif kind == "broker" and broker is not None:
             run = runs["broker"]
             # noida-db loses acknowledged writes that arrive while it is
@@ -1614,6 +1623,8 @@ def _inject_faults(
                       f"down {resumed - at:.1f} s")
             )  # fmt: skip
             say(f"broker: stopped at {progress:.0%}, back after {resumed - at:.1f} s")
+    if rebalancing is not None:
+        rebalancing.finish()
 
 
 def _settle(
