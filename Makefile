@@ -41,7 +41,7 @@ unit: install
 	$(BIN)/pytest -q tests/unit detectors alerts schemas
 
 test: install servers lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 demo: install
 	$(BIN)/driftline demo
