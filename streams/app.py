@@ -736,7 +736,8 @@ class Worker:
         group session timeout (stopped, or starved of CPU), see :meth:`stalled`."""
         now = self.clock()
         timeout = self.settings.kafka_session_timeout_s
-        if self._beat_at is not None and now - self._beat_at > timeout:
+        still = self._still_for(now)
+        if still > timeout:
             self.stalls += 1
             hold = max(STALL_HOLD_S, 3 * self.settings.kafka_heartbeat_interval_s)
             self._stalled_until = now + hold
@@ -745,7 +746,7 @@ class Worker:
                 "(%.0f s): its partitions may have moved without it knowing yet; for %.0f s, "
                 "the time its groups take to tell it, windows are not evaluated, points not "
                 "written and merger state not saved",
-                now - self._beat_at,
+                still,
                 timeout,
                 hold,
             )
@@ -761,10 +762,12 @@ class Worker:
         still applied (their state and offset are saved together, later).
         """
         now = self.clock()
-        overdue = self._beat_at is not None and (
-            now - self._beat_at > self.settings.kafka_session_timeout_s
-        )
+        overdue = self._still_for(now) > self.settings.kafka_session_timeout_s
         return overdue or now < self._stalled_until
+
+    def _still_for(self, now: float) -> float:
+        """Seconds since the timer's last mark (0 before the first)."""
+        return 0.0 if self._beat_at is None else now - self._beat_at
 
     def emit(self) -> Outbox:
         """Evaluate ready windows and run the alert rules; points go to the sink's buffer.

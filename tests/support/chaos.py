@@ -676,6 +676,11 @@ class PacedProducer(threading.Thread):
         """Share of the messages handed to the producers."""
         return self.sent / len(self.messages)
 
+    def reach(self, point: float) -> None:
+        """Wait until ``point`` of the messages were sent, or all that will be."""
+        while self.progress < point and not self.finished.is_set():
+            time.sleep(0.02)
+
     def snapshot(self, target: str) -> dict[int, tuple[int, int]]:
         """Next offsets delivered so far to ``target``, per input partition."""
         return self.targets[target].snapshot()
@@ -881,6 +886,14 @@ class ChaosRun:
                 process.kill()
                 process.wait(10)
 
+    def assignments(self, name: str) -> dict[str, list[str]]:
+        """A worker's ``group …-ingest: assigned/revoked …`` lines, and its ``-merge`` ones."""
+        log = self.log(name).splitlines()
+        return {
+            group: [line for line in log if f"-{group}: " in line and " group " in line]
+            for group in ("ingest", "merge")
+        }
+
     def shares(self, timeout: float = 90.0) -> dict[str, str]:
         """Each running worker's last ``-merge`` assignment line, once every running worker
         has its share in both groups (no rebalance under way)."""
@@ -888,11 +901,7 @@ class ChaosRun:
         while True:
             merging: dict[str, str] = {}
             for name in self.running():
-                log = self.log(name).splitlines()
-                lines = {
-                    group: [line for line in log if f"-{group}: " in line and " group " in line]
-                    for group in ("ingest", "merge")
-                }
+                lines = self.assignments(name)
                 if all(found and ": assigned " in found[-1] for found in lines.values()):
                     merging[name] = lines["merge"][-1]
             if merging and len(merging) == len(self.running()):
@@ -922,9 +931,8 @@ class ChaosRun:
 
         def joins() -> int:
             return sum(
-                line.count(f"-{group}: assigned ") for group in ("ingest", "merge")
-                for line in self.log(name).splitlines()
-            )  # fmt: skip
+                ": assigned " in line for lines in self.assignments(name).values() for line in lines
+            )
 
         before = joins()
         process = self.processes[name]
@@ -1498,12 +1506,6 @@ class _RebalanceFaults(threading.Thread):
         self.chaos_run, self.producer, self.say = run, producer, say
         self.error: BaseException | None = None
 
-    def _at(self, point: float) -> bool:
-        """Wait until the scenario is ``point`` produced; False if it ended first."""
-        while self.producer.progress < point and not self.producer.finished.is_set():
-            time.sleep(0.02)
-        return self.producer.progress >= point
-
     def run(self) -> None:
         try:
             self._faults()
@@ -1512,12 +1514,12 @@ class _RebalanceFaults(threading.Thread):
 
     def _faults(self) -> None:
         run, producer, say = self.chaos_run, self.producer, self.say
-        self._at(0.3)
+        producer.reach(0.3)
         snapshot, at = producer.snapshot(run.producer_target), time.time()
         run.start_worker()
         run.faults.append(Fault("worker added", at, at, snapshot, producer.progress))
         say(f"rebalance: second worker added at {producer.progress:.0%}")
-        self._at(0.42)
+        producer.reach(0.42)
         stalled = run.merger_owner(MODEL_PARTIALS_PARTITION)
         snapshot, at = producer.snapshot(run.producer_target), time.time()
         progress = producer.progress
@@ -1528,7 +1530,7 @@ class _RebalanceFaults(threading.Thread):
                   f"{stalled} stopped for {stall_s:.0f} s")
         )  # fmt: skip
         say(f"rebalance: {stalled} stalled {stall_s:.0f} s at {progress:.0%}")
-        self._at(0.65)
+        producer.reach(0.65)
         run.shares()  # not in the middle of a rebalance (see ChaosRun.pause)
         first = sorted(run.running())[0]
         snapshot, at = producer.snapshot(run.producer_target), time.time()
@@ -1566,8 +1568,7 @@ def _inject_faults(
         rebalancing.start()
     min_uptime_s = 6.0
     for point, kind in events:
-        while producer.progress < point and not producer.finished.is_set():
-            time.sleep(0.02)
+        producer.reach(point)
         if kind == "kill" and kill_run is not None:
             (current,) = kill_run.running() or [""]
             if current:
