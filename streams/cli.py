@@ -12,45 +12,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import faust
-from confluent_kafka import KafkaException
 from rich.console import Console
-from rich.progress import Progress
 
-from alerts.errors import AlertError
-from alerts.rules import check_rule
 from schemas import ConfigError, DriftlineSettings, InvalidEvent, MonitorConfig, load_config
 from schemas.config import format_duration
 from schemas.errors import FieldError
-from streams.allocator import fix_mmap_threshold, relax_collector
-from streams.app import build_app
-from streams.compare import run_compare
-from streams.demo import DemoPlan, run_demo
-from streams.partition import write_atomically
-from streams.producer import DeliveryError, EventProducer
-from streams.reference import ReferenceBuildError, build_reference
-from streams.replay import (
-    ReplayError,
-    ReplayReport,
-    RowError,
-    check_file,
-    read_events,
-    validate,
-)
-from streams.report import (
-    ReportError,
-    Selection,
-    build_report,
-    parse_report_time,
-    read_file_store,
-    read_influx_store,
-    write_report,
-)
-from streams.tail import tail_alerts
-from streams.topics import TopicError, ensure_topics
+
+# Each command imports what it runs when it runs: `driftline --help`, `alerts tail` and
+# `topics create` do not pay for faust, scipy or matplotlib.
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -68,6 +41,9 @@ def _version() -> str:
 
 def _rule_problems(config: MonitorConfig) -> list[FieldError]:
     """Rules the schema accepts but the alert engine cannot judge (as a worker would refuse)."""
+    from alerts.errors import AlertError
+    from alerts.rules import check_rule
+
     problems = []
     for index, rule in enumerate(config.rules):
         try:
@@ -154,9 +130,13 @@ def _explain(config: MonitorConfig, console: Console) -> None:
 
 def run_demo_command(args: argparse.Namespace, console: Console) -> int:
     """Run ``driftline demo``."""
+    from streams.demo import DemoPlan, run_demo
+
     plan = DemoPlan(
         duration_s=args.duration, rate_per_s=args.rate, window_s=args.window, seed=args.seed
     )
+    if args.label_delay is not None:
+        plan = replace(plan, label_delay_s=args.label_delay)
     try:
         return run_demo(DriftlineSettings(), console, plan)
     except KeyboardInterrupt:
@@ -166,6 +146,10 @@ def run_demo_command(args: argparse.Namespace, console: Console) -> int:
 
 def topics_command(args: argparse.Namespace, console: Console) -> int:
     """Create every driftline topic with its configured partition count."""
+    from confluent_kafka import KafkaException
+
+    from streams.topics import TopicError, ensure_topics
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -206,6 +190,8 @@ def topics_command(args: argparse.Namespace, console: Console) -> int:
 
 def compare_command(args: argparse.Namespace, console: Console) -> int:
     """One-shot drift table between two data sets."""
+    from streams.compare import run_compare
+
     features = None if args.features is None else args.features.split(",")
     return run_compare(
         Path(args.reference),
@@ -233,6 +219,11 @@ def _load_or_report(path: str, console: Console) -> MonitorConfig | None:
 
 def reference_command(args: argparse.Namespace, console: Console) -> int:
     """Build a reference profile and write it as JSON."""
+    from rich.progress import Progress
+
+    from streams.partition import write_atomically
+    from streams.reference import ReferenceBuildError, build_reference
+
     model = None
     if args.config:
         config = _load_or_report(args.config, console)
@@ -280,6 +271,12 @@ def reference_command(args: argparse.Namespace, console: Console) -> int:
 
 def worker_command(args: argparse.Namespace, console: Console) -> int:
     """Run a faust worker until it is stopped."""
+    import faust
+    from confluent_kafka import KafkaException
+
+    from streams.allocator import fix_mmap_threshold, relax_collector
+    from streams.app import build_app
+
     config = _load_or_report(args.config, console)
     if config is None:
         return EXIT_INVALID
@@ -306,6 +303,18 @@ def worker_command(args: argparse.Namespace, console: Console) -> int:
 
 def replay_command(args: argparse.Namespace, console: Console) -> int:
     """Validate and produce recorded predictions (and labels) with a progress bar."""
+    from rich.progress import Progress
+
+    from streams.producer import DeliveryError, EventProducer
+    from streams.replay import (
+        ReplayError,
+        ReplayReport,
+        RowError,
+        check_file,
+        read_events,
+        validate,
+    )
+
     settings = DriftlineSettings()
     producer = EventProducer(settings)
     files = [("predictions", Path(args.predictions), settings.topic_predictions)]
@@ -348,6 +357,10 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
 
 def alerts_command(args: argparse.Namespace, console: Console) -> int:
     """Follow the alerts topic, one line per event, until interrupted."""
+    from confluent_kafka import KafkaException
+
+    from streams.tail import tail_alerts
+
     try:
         tail_alerts(
             DriftlineSettings(),
@@ -365,6 +378,15 @@ def alerts_command(args: argparse.Namespace, console: Console) -> int:
 
 def report_command(args: argparse.Namespace, console: Console) -> int:
     """Plot drift, performance and alerts from the file sink or InfluxDB."""
+    from streams.report import (
+        ReportError,
+        Selection,
+        build_report,
+        read_file_store,
+        read_influx_store,
+        write_report,
+    )
+
     thresholds: dict[str, dict[str, float]] = {}
     if args.config:
         config = _load_or_report(args.config, console)
@@ -395,6 +417,8 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report_time(text: str) -> object:
+    from streams.report import parse_report_time
+
     try:
         return parse_report_time(text)
     except ValueError as exc:
@@ -448,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic")
     demo.add_argument("--rate", type=float, default=60.0, help="predictions per second")
     demo.add_argument("--window", type=int, default=15, help="window size in seconds")
+    demo.add_argument(
+        "--label-delay",
+        type=float,
+        help="mean seconds from a prediction to its label (default 20)",
+    )
     demo.add_argument("--seed", type=int, default=7)
     report = command(
         "report",

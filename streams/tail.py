@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from pydantic import ValidationError
 
 from schemas import AlertEvent, DriftlineSettings
@@ -35,6 +44,32 @@ def format_alert(event: AlertEvent) -> str:
     )
 
 
+UNREACHABLE_AFTER_S = 3.0
+"""How long ``alerts tail`` tries while every broker refuses or cannot be resolved."""
+METADATA_TIMEOUT_S = 10.0
+"""How long it waits for the topic's metadata from brokers that do answer."""
+
+
+def _alerts_topic_metadata(consumer: Consumer, topic: str, errors: Iterable[KafkaError]) -> Any:
+    """The topic's metadata; gives up after a few seconds when no broker can be reached.
+
+    ``errors`` is what the consumer's ``error_cb`` collects; it is served by
+    ``poll``, so the wait polls between short metadata requests.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            return consumer.list_topics(topic, timeout=1.0)
+        except KafkaException as exc:
+            failure = exc.args[0].str()
+        consumer.poll(0)
+        waited = time.monotonic() - started
+        down = any(error.code() == KafkaError._ALL_BROKERS_DOWN for error in errors)
+        if (down and waited >= UNREACHABLE_AFTER_S) or waited >= METADATA_TIMEOUT_S:
+            causes = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            raise RuntimeError(causes[-1] if causes else failure)
+
+
 def tail_alerts(
     settings: DriftlineSettings,
     emit: Callable[[str], None],
@@ -43,16 +78,20 @@ def tail_alerts(
     stop_after_s: float | None = None,
 ) -> int:
     """Print alerts as they arrive; returns how many were printed."""
+    errors: deque[KafkaError] = deque(maxlen=32)  # the latest, for the message
     consumer = Consumer(
-        {**settings.confluent_config(), "group.id": "driftline-tail", "enable.auto.commit": False}
+        {
+            **settings.confluent_config(),
+            "group.id": "driftline-tail",
+            "enable.auto.commit": False,
+            "error_cb": errors.append,
+        }
     )
     try:
-        metadata = consumer.list_topics(settings.topic_alerts, timeout=10)
-    except KafkaException as exc:
+        metadata = _alerts_topic_metadata(consumer, settings.topic_alerts, errors)
+    except RuntimeError as exc:
         consumer.close()
-        raise RuntimeError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0].str()}"
-        ) from None
+        raise RuntimeError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
     topic = metadata.topics.get(settings.topic_alerts)
     if topic is None or topic.error is not None:
         consumer.close()

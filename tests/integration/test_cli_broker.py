@@ -75,7 +75,7 @@ def test_topics_create_refuses_unequal_join_topics(kafka_bootstrap: str, tmp_pat
 
 def test_demo_runs_the_pipeline_and_alerts_on_the_drift(tmp_path: Path) -> None:
     result = driftline(
-        "demo", "--duration", "45", "--window", "10", "--rate", "50",
+        "demo", "--duration", "36", "--window", "6", "--rate", "60", "--label-delay", "4",
         env={"DRIFTLINE_DATA_DIR": str(tmp_path), "COLUMNS": "200"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -111,6 +111,7 @@ def test_alerts_tail_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "driftline alerts: cannot reach Kafka at 127.0.0.1:9" in result.stdout
+    assert "Connection refused" in result.stdout  # the cause, not only "transport failure"
     assert "Traceback" not in result.stderr
 
 
