@@ -8,6 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages of the real servers the test suite starts on 127.0.0.1.
 TEST_SERVER_PACKAGES := victoria-metrics:victoria-metrics influxdb:influxd
 
+# Pure code (unit tests and doctests) runs on both cores; every other test (those with real
+# servers, workers and timings) one at a time, as before.
+UNIT_PATHS := tests/unit detectors alerts schemas streams
+
 .PHONY: install servers lint typecheck unit test demo schemas clean
 
 $(STAMP): pyproject.toml
@@ -38,10 +42,11 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q tests/unit detectors alerts schemas
+	$(BIN)/pytest -q -n 2 $(UNIT_PATHS)
 
 test: install servers lint typecheck
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n 2 --durations=10 $(UNIT_PATHS)
+	$(BIN)/pytest -q --durations=25 $(foreach path,$(UNIT_PATHS),--ignore-glob='$(path)/*')
 
 demo: install
 	$(BIN)/driftline demo
