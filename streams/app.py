@@ -35,7 +35,6 @@ from typing import Any
 import faust
 import orjson
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from confluent_kafka.admin import AdminClient
 from faust.app.base import BootStrategy
 
 from alerts.engine import AlertEngine
@@ -57,6 +56,7 @@ from streams.partition import (
 from streams.points import Point, parse_line_protocol
 from streams.reference import profile_mismatches
 from streams.sink import BufferedSink, SinkBackpressure, SinkError, make_sink
+from streams.topics import cluster_metadata
 from streams.windows import DriftPartial, PerformancePartial, WindowKey
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,7 @@ def _credentials(settings: DriftlineSettings) -> Any:
 
 def source_partitions(settings: DriftlineSettings) -> int:
     """Partition count of the predictions topic (the merger waits for each)."""
-    metadata = AdminClient(settings.confluent_config()).list_topics(
-        settings.topic_predictions, timeout=30
-    )
+    metadata = cluster_metadata(settings.confluent_config(), settings.topic_predictions)
     topic = metadata.topics.get(settings.topic_predictions)
     if topic is None or topic.error is not None or not topic.partitions:
         raise RuntimeError(

@@ -148,7 +148,7 @@ def topics_command(args: argparse.Namespace, console: Console) -> int:
     """Create every driftline topic with its configured partition count."""
     from confluent_kafka import KafkaException
 
-    from streams.topics import TopicError, ensure_topics
+    from streams.topics import BrokerUnreachable, TopicError, ensure_topics
 
     try:
         config = load_config(args.config)
@@ -166,7 +166,7 @@ def topics_command(args: argparse.Namespace, console: Console) -> int:
     except TopicError as exc:
         console.print(f"driftline topics: {exc}", highlight=False, markup=False)
         return EXIT_INVALID
-    except KafkaException as exc:
+    except (BrokerUnreachable, KafkaException) as exc:
         console.print(
             f"driftline topics: cannot use Kafka at {settings.kafka_bootstrap} "
             f"({settings.kafka_security_protocol}): {exc}",

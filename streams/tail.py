@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from schemas import AlertEvent, DriftlineSettings
+from streams.topics import BrokerUnreachable, cluster_metadata
 
 
 def format_alert(event: AlertEvent) -> str:
@@ -50,26 +42,6 @@ METADATA_TIMEOUT_S = 10.0
 """How long it waits for the topic's metadata from brokers that do answer."""
 
 
-def _alerts_topic_metadata(consumer: Consumer, topic: str, errors: Iterable[KafkaError]) -> Any:
-    """The topic's metadata; gives up after a few seconds when no broker can be reached.
-
-    ``errors`` is what the consumer's ``error_cb`` collects; it is served by
-    ``poll``, so the wait polls between short metadata requests.
-    """
-    started = time.monotonic()
-    while True:
-        try:
-            return consumer.list_topics(topic, timeout=1.0)
-        except KafkaException as exc:
-            failure = exc.args[0].str()
-        consumer.poll(0)
-        waited = time.monotonic() - started
-        down = any(error.code() == KafkaError._ALL_BROKERS_DOWN for error in errors)
-        if (down and waited >= UNREACHABLE_AFTER_S) or waited >= METADATA_TIMEOUT_S:
-            causes = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-            raise RuntimeError(causes[-1] if causes else failure)
-
-
 def tail_alerts(
     settings: DriftlineSettings,
     emit: Callable[[str], None],
@@ -78,24 +50,21 @@ def tail_alerts(
     stop_after_s: float | None = None,
 ) -> int:
     """Print alerts as they arrive; returns how many were printed."""
-    errors: deque[KafkaError] = deque(maxlen=32)  # the latest, for the message
-    consumer = Consumer(
-        {
-            **settings.confluent_config(),
-            "group.id": "driftline-tail",
-            "enable.auto.commit": False,
-            "error_cb": errors.append,
-        }
-    )
     try:
-        metadata = _alerts_topic_metadata(consumer, settings.topic_alerts, errors)
-    except RuntimeError as exc:
-        consumer.close()
+        metadata = cluster_metadata(
+            settings.confluent_config(),
+            settings.topic_alerts,
+            timeout=METADATA_TIMEOUT_S,
+            down_patience=UNREACHABLE_AFTER_S,
+        )
+    except BrokerUnreachable as exc:
         raise RuntimeError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
     topic = metadata.topics.get(settings.topic_alerts)
     if topic is None or topic.error is not None:
-        consumer.close()
         raise RuntimeError(f"topic {settings.topic_alerts} does not exist")
+    consumer = Consumer(
+        {**settings.confluent_config(), "group.id": "driftline-tail", "enable.auto.commit": False}
+    )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(settings.topic_alerts, p, start) for p in topic.partitions])
     printed = 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -16,6 +18,111 @@ log = logging.getLogger(__name__)
 
 class TopicError(RuntimeError):
     """A topic could not be created or has the wrong shape."""
+
+
+class BrokerUnreachable(RuntimeError):
+    """No broker answered; the message is the last cause the Kafka client reported."""
+
+
+PROBE_SETUP_TIMEOUT_MS = 10_000
+"""How long the metadata probe gives one connection to connect, handshake and log in."""
+
+# Causes that waiting does not mend: the client's security settings and the
+# listener disagree, or the credentials are refused.
+_REFUSED_CODES = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
+_REFUSED_WORDS = ("SSL_HANDSHAKE", "SSL handshake failed", "Authentication failed")
+TLS_HINT = (
+    "no TLS handshake completed: is the listener PLAINTEXT, "
+    "or is DRIFTLINE_KAFKA_SECURITY_PROTOCOL wrong?"
+)
+_ATTEMPT_DETAIL = re.compile(r" \(after \d+ms in state \w+\)")
+
+
+class _Causes(logging.Handler):
+    """What the Kafka client said went wrong, from its error callback and its log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.latest: deque[str] = deque(maxlen=8)
+        self.refused: str | None = None
+        self.all_down = False
+        self._logged: set[str] = set()
+
+    def error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.all_down = True
+            return
+        self._note(error.str(), error.code() in _REFUSED_CODES or error.fatal())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().partition("]: ")[2] or record.getMessage()
+        self._note(text, any(word in text for word in _REFUSED_WORDS))
+        # The client retries every few milliseconds: each distinct failure is logged once.
+        gist = _ATTEMPT_DETAIL.sub("", text)
+        if gist not in self._logged and len(self._logged) < 32:
+            self._logged.add(gist)
+            log.log(record.levelno, "kafka client: %s", text)
+
+    def _note(self, text: str, refused: bool) -> None:
+        self.latest.append(text)
+        if refused and self.refused is None:
+            self.refused = text
+
+
+def cluster_metadata(
+    client_config: Mapping[str, Any],
+    topic: str | None = None,
+    *,
+    timeout: float = 30.0,
+    down_patience: float | None = None,
+) -> Any:
+    """The cluster's metadata (of one topic, when named), from a short-lived admin client.
+
+    Waits up to ``timeout`` seconds for a broker to answer, but gives up at
+    once when the client reports a cause that waiting does not mend (a TLS
+    handshake that fails or does not complete within
+    :data:`PROBE_SETUP_TIMEOUT_MS`, refused credentials), and after
+    ``down_patience`` seconds when every broker refuses the connection or
+    cannot be resolved (None: wait the whole ``timeout``, for a broker that
+    is still starting).
+
+    Raises
+    ------
+    BrokerUnreachable
+        Naming the cause the client reported (``Connect to ... failed:
+        Connection refused``, ``... timed out in state SSL_HANDSHAKE``, ...).
+    """
+    causes = _Causes()
+    client_log = logging.Logger("driftline.kafka-probe")
+    client_log.addHandler(causes)
+    config: dict[str, Any] = {
+        "socket.connection.setup.timeout.ms": PROBE_SETUP_TIMEOUT_MS,
+        **client_config,
+        "error_cb": causes.error,
+        "logger": client_log,
+    }
+    admin = AdminClient(config)
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        try:
+            return admin.list_topics(topic, timeout=max(0.1, min(1.0, timeout - waited)))
+        except KafkaException as exc:
+            failure = exc.args[0].str()
+        admin.poll(0)  # serves the error callback and the log
+        waited = time.monotonic() - started
+        gave_up = (
+            causes.refused is not None
+            or waited >= timeout
+            or (down_patience is not None and causes.all_down and waited >= down_patience)
+        )
+        if gave_up:
+            cause = causes.refused or (causes.latest or [failure])[-1]
+            if "SSL_HANDSHAKE" in cause:
+                cause += f"; {TLS_HINT}"
+            raise BrokerUnreachable(cause)
 
 
 def ensure_topics(
@@ -44,13 +151,15 @@ def ensure_topics(
 
     Raises
     ------
+    BrokerUnreachable
+        When no broker answers (:func:`cluster_metadata`).
     TopicError
         When the broker refuses a topic, or an existing topic has fewer
         partitions than asked (co-partitioning of predictions and labels
         depends on equal counts).
     """
+    existing = cluster_metadata(client_config, timeout=timeout).topics
     admin = AdminClient(dict(client_config))
-    existing = admin.list_topics(timeout=timeout).topics
     missing = [name for name in partitions if name not in existing]
     if missing:
         futures = admin.create_topics(

@@ -370,12 +370,12 @@ def test_the_confluent_clients_get_the_security_settings(
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(streams.producer, "Producer", recording(Producer, seen, stop=False))
     EventProducer(settings)
-    # the worker's start-up reads the partition count with an admin client
-    monkeypatch.setattr(streams.app, "AdminClient", recording(AdminClient, seen, stop=True))
+    # the worker's start-up reads the partition count with an admin client (the probe of
+    # streams.topics.cluster_metadata, which `driftline topics create` uses too)
+    monkeypatch.setattr(streams.topics, "AdminClient", recording(AdminClient, seen, stop=True))
     with pytest.raises(_Built):
         source_partitions(settings)
     # `driftline topics create`, with the settings read from the environment
-    monkeypatch.setattr(streams.topics, "AdminClient", recording(AdminClient, seen, stop=True))
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
@@ -542,9 +542,10 @@ def test_a_sasl_ssl_worker_on_a_plaintext_broker_stops_with_a_clear_error(
     took = time.monotonic() - started
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-3000:]
-    assert took < 60, f"took {took:.0f} s to give up"
-    lowered = output.lower()
-    assert "ssl" in lowered or "tls" in lowered or "handshake" in lowered, output[-3000:]
+    # a handshake that never completes is a setting to fix, not a broker to wait for:
+    # the worker gives up after one connection attempt's setup timeout, not its 30 s wait
+    assert took < 25, f"took {took:.0f} s to give up"
+    assert "SSL_HANDSHAKE" in output and "is the listener PLAINTEXT" in output, output[-3000:]
     assert kafka_bootstrap in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert SASL_PASSWORD not in output
