@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas import MonitorConfig
 from streams.join import CheckpointError
 from streams.partition import (
     CHECKPOINT_FORMAT,
@@ -22,7 +23,7 @@ from streams.partition import (
     write_atomically,
 )
 from streams.windows import PerformancePartial
-from tests.unit.test_windows_merger import Partition, label, prediction
+from tests.unit.test_windows_merger import CONFIG, Partition, label, prediction
 
 FORMAT_1 = Path(__file__).parent / "data" / "partition-0-format-1.bin"
 """Written by ``PartitionProcessor.to_bytes`` at commit cbe8b86 (the join in hex in
@@ -180,3 +181,53 @@ def test_only_old_temporary_files_of_interrupted_writes_are_removed(tmp_path: Pa
     os.utime(kept, (time.time() - 7200, time.time() - 7200))
     assert remove_stale_temporaries(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, kept.name]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"size": 7200, "allowed_lateness": 30, "label_horizon": 172800},  # wider times stored
+        {"size": 20, "allowed_lateness": 2, "label_horizon": 30},  # pending ones expire at once
+        {"size": 45, "allowed_lateness": 10, "label_horizon": 600},  # another grid
+    ],
+)
+def test_a_checkpoint_restores_under_changed_window_settings(window: dict[str, int]) -> None:
+    # Window settings are not migrated (docs/operations.md): a worker restarted with new
+    # ones keeps the windows open in its checkpoints as they are, puts new predictions on
+    # the new grid, and loses or double-counts nothing in the join.
+    size_us = window["size"] * 1_000_000
+    document = CONFIG.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    document["models"][0]["window"] = window
+    before = Partition(0)
+    before.processor.process(
+        before.messages("p", [prediction(f"a{i}", i, 0.1 * i) for i in range(0, 150, 3)])
+    )
+    before.processor.process(
+        before.messages("l", [label(f"a{i}", i + 5, 1) for i in range(0, 60, 6)])
+    )
+    open_at_restore = {key.window_start_us for key in before.processor.windows.drift}
+    after = Partition(0, config=MonitorConfig.model_validate(document))
+    after.offsets = dict(before.offsets)
+    after.processor.restore(before.processor.to_bytes())
+    batches = [
+        ("p", [prediction(f"b{i}", i, 0.1 * i) for i in range(150, 9000, 7)]),
+        ("l", [label(f"a{i}", i + 500, 0) for i in range(60, 150, 6)]
+              + [label(f"b{i}", i + 30, 1) for i in range(150, 9000, 70)]),
+        ("p", [prediction(f"c{i}", i, 0.1 * i) for i in range(9000, 200_000, 500)]),
+    ]  # fmt: skip
+    closed: set[int] = set()
+    for topic, values in batches:
+        result = after.processor.process(after.messages(topic, values))
+        closed |= {partial.key.window_start_us for partial in result.windows.drift}
+    counters = after.processor.join.counters()[("churn", "1")]
+    produced = len(range(0, 150, 3)) + len(range(150, 9000, 7)) + len(range(9000, 200_000, 500))
+    assert counters.predictions == produced
+    assert counters.predictions == (
+        counters.duplicate_predictions
+        + counters.joined
+        + counters.unlabelled
+        + after.processor.join.pending_count
+    )
+    new_grid = {start for start in closed if start not in open_at_restore}
+    assert new_grid, "no window of the new settings closed"
+    assert all(start % size_us == 0 for start in new_grid)
