@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -425,6 +426,16 @@ def _report_time(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``driftline`` with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -474,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--window", type=int, default=15, help="window size in seconds")
     demo.add_argument(
         "--label-delay",
-        type=float,
+        type=_seconds,
         help="mean seconds from a prediction to its label (default 20)",
     )
     demo.add_argument("--seed", type=int, default=7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -32,7 +33,8 @@ PROBE_SETUP_TIMEOUT_MS = 10_000
 _REFUSED_CODES = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
 )
-_REFUSED_WORDS = ("SSL_HANDSHAKE", "SSL handshake failed", "Authentication failed")
+_TLS_NEVER_DONE = "timed out in state SSL_HANDSHAKE"
+_REFUSED_WORDS = (_TLS_NEVER_DONE, "SSL handshake failed", "Authentication failed")
 TLS_HINT = (
     "no TLS handshake completed: is the listener PLAINTEXT, "
     "or is DRIFTLINE_KAFKA_SECURITY_PROTOCOL wrong?"
@@ -54,16 +56,21 @@ class _Causes(logging.Handler):
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.all_down = True
             return
-        self._note(error.str(), error.code() in _REFUSED_CODES or error.fatal())
+        text = error.str()
+        dropped = "Disconnected" in text or "closed by peer" in text  # may be a restart
+        self._note(text, (error.code() in _REFUSED_CODES and not dropped) or error.fatal())
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage().partition("]: ")[2] or record.getMessage()
-        self._note(text, any(word in text for word in _REFUSED_WORDS))
-        # The client retries every few milliseconds: each distinct failure is logged once.
+        # Without librdkafka's "(after 0ms in state SSL_HANDSHAKE)": a connection closed
+        # during a handshake (a broker restarting behind a proxy) is worth waiting for.
         gist = _ATTEMPT_DETAIL.sub("", text)
+        self._note(text, any(word in gist for word in _REFUSED_WORDS))
+        # The client retries every few milliseconds: each distinct failure is logged once,
+        # at INFO (the cause is in the error raised; commands without logging print once).
         if gist not in self._logged and len(self._logged) < 32:
             self._logged.add(gist)
-            log.log(record.levelno, "kafka client: %s", text)
+            log.info("kafka client: %s", text)
 
     def _note(self, text: str, refused: bool) -> None:
         self.latest.append(text)
@@ -102,27 +109,35 @@ def cluster_metadata(
         **client_config,
         "error_cb": causes.error,
         "logger": client_log,
+        "allow.auto.create.topics": False,  # asking about a topic must not create it
     }
     admin = AdminClient(config)
-    started = time.monotonic()
-    while True:
-        waited = time.monotonic() - started
+    answers: list[Any] = []
+    failures: list[str] = []
+
+    def request() -> None:
+        # One request for the whole timeout: a broker that answers slowly still counts.
         try:
-            return admin.list_topics(topic, timeout=max(0.1, min(1.0, timeout - waited)))
+            answers.append(admin.list_topics(topic, timeout=timeout))
         except KafkaException as exc:
-            failure = exc.args[0].str()
-        admin.poll(0)  # serves the error callback and the log
+            failures.append(exc.args[0].str())
+
+    waiting = threading.Thread(target=request, name="kafka-metadata-probe", daemon=True)
+    started = time.monotonic()
+    waiting.start()
+    while waiting.is_alive():
+        admin.poll(0.1)  # serves the error callback and the log, here in this thread
         waited = time.monotonic() - started
-        gave_up = (
-            causes.refused is not None
-            or waited >= timeout
-            or (down_patience is not None and causes.all_down and waited >= down_patience)
-        )
-        if gave_up:
-            cause = causes.refused or (causes.latest or [failure])[-1]
-            if "SSL_HANDSHAKE" in cause:
-                cause += f"; {TLS_HINT}"
-            raise BrokerUnreachable(cause)
+        if causes.refused is not None or (
+            down_patience is not None and causes.all_down and waited >= down_patience
+        ):
+            break
+    if answers:
+        return answers[0]
+    cause = causes.refused or (causes.latest or failures or ["no broker answered"])[-1]
+    if _TLS_NEVER_DONE in cause:
+        cause += f"; {TLS_HINT}"
+    raise BrokerUnreachable(cause)
 
 
 def ensure_topics(

@@ -187,7 +187,7 @@ def test_only_old_temporary_files_of_interrupted_writes_are_removed(tmp_path: Pa
     "window",
     [
         {"size": 7200, "allowed_lateness": 30, "label_horizon": 172800},  # wider times stored
-        {"size": 20, "allowed_lateness": 2, "label_horizon": 30},  # pending ones expire at once
+        {"size": 25, "allowed_lateness": 2, "label_horizon": 30},  # shorter, horizon too
         {"size": 45, "allowed_lateness": 10, "label_horizon": 600},  # another grid
     ],
 )

@@ -53,6 +53,19 @@ def test_a_handshake_that_never_completes_is_read_from_the_client_log() -> None:
     assert causes.refused == timed_out
 
 
+def test_a_connection_dropped_during_a_handshake_is_waited_for() -> None:
+    # a broker restarting behind a proxy drops handshakes for a while: not a setting to fix
+    dropped = (
+        "ssl://b:9093/bootstrap: Disconnected: SSL connection closed by peer "
+        "(after 0ms in state SSL_HANDSHAKE)"
+    )
+    causes = _Causes()
+    causes.handle(client_line(dropped))
+    causes.error(KafkaError(KafkaError._SSL, dropped))
+    assert causes.refused is None
+    assert list(causes.latest) == [dropped, dropped]
+
+
 def test_each_distinct_failure_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     causes = _Causes()
     with caplog.at_level(logging.DEBUG, logger="streams.topics"):
